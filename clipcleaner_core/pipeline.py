@@ -1,0 +1,235 @@
+"""The pipeline: dataset -> embeddings -> fitted scores -> selection -> score table.
+
+Two calls split the expensive part from the cheap one:
+
+* :func:`prepare` embeds the images (cached by content), builds the prompt ensemble's text
+  features and fits the probabilities, scores and mixtures (cached by the hash of their inputs).
+* :func:`select_samples` applies thresholds and review decisions to a prepared fit; it takes
+  milliseconds, so a slider can call it on every move.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from clipcleaner_core import atomic
+from clipcleaner_core.data.dataset import Dataset
+from clipcleaner_core.embed import EmbeddingSet, embed_dataset, embed_texts
+from clipcleaner_core.encoders import EncoderSpec
+from clipcleaner_core.metrics import per_class_table, selection_metrics
+from clipcleaner_core.paths import cache_dir
+from clipcleaner_core.prompts import PromptSet, prompt_set_for
+from clipcleaner_core.scoring import ScoreFit, ScoringConfig, fit_scores, load_fit, save_fit
+from clipcleaner_core.selection import Selection, SelectionConfig, score_table, select
+
+log = logging.getLogger(__name__)
+
+#: progress(stage, done, total, rate): stage is "embed", "text" or "fit"; rate is images/s or None.
+Progress = Callable[[str, int, int, "float | None"], None]
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """Everything :func:`select_samples` needs, computed once per (dataset, encoder, prompts, scoring).
+
+    ``features``, ``labels`` and ``sample_index`` cover only the samples whose image decoded;
+    ``sample_index[i]`` is the dataset index of row ``i``.
+    """
+
+    dataset: Dataset
+    encoder_spec: EncoderSpec
+    embedding: EmbeddingSet
+    features: np.ndarray
+    sample_index: np.ndarray
+    labels: np.ndarray
+    text_features: np.ndarray | None
+    text_labels: np.ndarray | None
+    prompts: PromptSet | None
+    scoring: ScoringConfig
+    fit: ScoreFit
+    fit_key: str
+    zeroshot_available: bool
+    encoder_name: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def sample_paths(self) -> list[str]:
+        return [self.dataset.paths[i] for i in self.sample_index]
+
+    @property
+    def true_labels(self) -> np.ndarray | None:
+        if self.dataset.true_labels is None:
+            return None
+        return self.dataset.true_labels[self.sample_index]
+
+    def describe(self) -> dict:
+        """JSON-serialisable description of the inputs, for sidecars and recipes."""
+        return {
+            "dataset": {
+                "name": self.dataset.name,
+                "kind": self.dataset.kind,
+                "spec": self.dataset.spec,
+                "split": self.dataset.split,
+                "fingerprint": self.dataset.fingerprint(),
+                "n": len(self.dataset),
+                "class_names": list(self.dataset.class_names),
+                "noise": self.dataset.noise,
+            },
+            "encoder": dataclasses.asdict(self.encoder_spec),
+            "embedding_key": self.embedding.key,
+            "prompts_fingerprint": self.prompts.fingerprint() if self.prompts else None,
+            "scoring": dataclasses.asdict(self.scoring),
+            "fit_key": self.fit_key,
+            "zeroshot_available": self.zeroshot_available,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Result:
+    """A selection applied to a prepared fit: the score table and its metrics."""
+
+    selection: Selection
+    table: pd.DataFrame
+    metrics: dict
+    per_class: pd.DataFrame
+    config: SelectionConfig
+
+
+def prepare(
+    dataset: Dataset,
+    encoder_spec: EncoderSpec,
+    *,
+    prompts: PromptSet | None = None,
+    scoring: ScoringConfig = ScoringConfig(),
+    cache_root: str | Path | None = None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> Prepared:
+    """Embed ``dataset`` and fit every score; both steps are cached by content.
+
+    Args:
+        dataset: the labelled dataset.
+        encoder_spec: which encoder to use (``EncoderSpec(model="pixels")`` needs no weights).
+        prompts: prompt ensemble for zero-shot; None picks the built-in set for the dataset.
+        scoring: temperature, probe mode and seed of the fit.
+        cache_root: cache folder (default: :func:`clipcleaner_core.paths.cache_dir`).
+        progress: called as ``progress(stage, done, total, rate)``.
+        cancel: returning True stops the embedding (raises :class:`~clipcleaner_core.errors.Cancelled`).
+    """
+    root = Path(cache_root) if cache_root is not None else cache_dir()
+    embed_progress = None
+    if progress is not None:
+        def embed_progress(done: int, total: int, rate: float | None = None) -> None:
+            progress("embed", done, total, rate)
+
+    embedding = embed_dataset(
+        dataset, encoder_spec, cache_root=root, progress=embed_progress, cancel=cancel
+    )
+    valid = np.asarray(embedding.valid, dtype=bool)
+    sample_index = np.flatnonzero(valid)
+    features = np.asarray(embedding.image_features)[valid]
+    labels = dataset.labels[valid]
+    notes: list[str] = []
+    if not valid.all():
+        notes.append(f"{int((~valid).sum())} image(s) could not be decoded and were left out; "
+                     "see the bad-files table.")
+
+    has_text = bool(embedding.meta.get("has_text", encoder_spec.model != "pixels"))
+    text_features = text_labels = None
+    used_prompts = None
+    if has_text and scoring.zeroshot:
+        used_prompts = prompts if prompts is not None else prompt_set_for(dataset)
+        texts, text_labels = used_prompts.prompts_for(dataset.class_names)
+        if progress is not None:
+            progress("text", 0, len(texts), None)
+        text_features = np.asarray(embed_texts(encoder_spec, texts, cache_root=root), dtype=np.float32)
+    elif not has_text:
+        notes.append(f"Zero-shot scores are off: the {encoder_spec.model!r} encoder has no text "
+                     "tower, so only the linear-probe scores are used.")
+    effective = scoring if has_text else dataclasses.replace(scoring, zeroshot=False)
+
+    fit_key = _fit_key(embedding.key, labels, valid, text_features, text_labels, effective)
+    fit = _load_or_fit(root, fit_key, features, labels, dataset.num_classes,
+                       text_features, text_labels, effective, progress)
+    return Prepared(
+        dataset=dataset, encoder_spec=encoder_spec, embedding=embedding, features=features,
+        sample_index=sample_index, labels=labels, text_features=text_features,
+        text_labels=text_labels, prompts=used_prompts, scoring=effective, fit=fit, fit_key=fit_key,
+        zeroshot_available=has_text, encoder_name=str(embedding.meta.get("encoder", encoder_spec.model)),
+        notes=tuple(notes),
+    )
+
+
+def _fit_key(embedding_key, labels, valid, text_features, text_labels, scoring) -> str:
+    return atomic.hash_json({
+        "embedding": embedding_key,
+        "labels": atomic.hash_array(labels),
+        "valid": atomic.hash_array(valid),
+        "text": None if text_features is None else atomic.hash_array(text_features),
+        "text_labels": None if text_labels is None else atomic.hash_array(np.asarray(text_labels)),
+        "scoring": dataclasses.asdict(scoring),
+    })[:24]
+
+
+def _load_or_fit(root, fit_key, features, labels, num_classes, text_features, text_labels,
+                 scoring, progress) -> ScoreFit:
+    path = root / "fits" / f"{fit_key}.npz"
+    if path.exists():
+        try:
+            return load_fit(path)
+        except Exception as exc:  # a damaged cache entry is recomputed, never fatal
+            log.warning("refitting: cached fit %s unreadable (%s)", path, exc)
+    if progress is not None:
+        progress("fit", 0, 1, None)
+    start = time.perf_counter()
+    fit = fit_scores(features, labels, num_classes=num_classes, text_features=text_features,
+                     text_labels=text_labels, config=scoring)
+    log.info("fitted scores for %d samples in %.2f s", len(labels), time.perf_counter() - start)
+    save_fit(fit, path)
+    if progress is not None:
+        progress("fit", 1, 1, None)
+    return fit
+
+
+def effective_selection(prepared: Prepared, config: SelectionConfig) -> SelectionConfig:
+    """``config`` with the scores the fit cannot provide switched off."""
+    changes = {}
+    if prepared.fit.p_zs is None:
+        changes.update(use_zs_loss=False, use_zs_consistency=False)
+    if prepared.fit.p_lr is None:
+        changes.update(use_lr_loss=False, use_lr_consistency=False)
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def select_samples(
+    prepared: Prepared,
+    config: SelectionConfig = SelectionConfig(),
+    *,
+    decisions: pd.DataFrame | None = None,
+) -> Result:
+    """Apply thresholds (and review decisions) to a prepared fit: milliseconds.
+
+    ``decisions`` is a DataFrame(index, decision, final_label) keyed by dataset index, as returned
+    by :meth:`clipcleaner_core.store.Catalogue.decisions`.
+    """
+    config = effective_selection(prepared, config)
+    selection = select(prepared.fit, config)
+    table = score_table(
+        prepared.fit, selection, index=prepared.sample_index, paths=prepared.sample_paths,
+        true_labels=prepared.true_labels, decisions=decisions,
+    )
+    clean_mask = table["is_clean"].to_numpy(dtype=bool)
+    metrics = selection_metrics(clean_mask, prepared.labels, prepared.true_labels,
+                                table["label_score"].to_numpy())
+    per_class = per_class_table(clean_mask, prepared.labels, prepared.true_labels,
+                                class_names=prepared.dataset.class_names)
+    return Result(selection=selection, table=table, metrics=metrics, per_class=per_class,
+                  config=config)

@@ -1,0 +1,145 @@
+"""Streamlit glue shared by every page: the active settings and cached pipeline stages.
+
+The active settings live in ``st.session_state``; the expensive stages (dataset, prepared fit) are
+``st.cache_resource`` entries keyed by short strings built from content hashes, never by the big
+arrays themselves. Applying thresholds is cheap and recomputed on every rerun.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+import streamlit as st
+
+from clipcleaner_core.data import apply_noise, load_dataset
+from clipcleaner_core.data.noise import NoiseSpec
+from clipcleaner_core.encoders import EncoderSpec
+from clipcleaner_core.errors import CLIPCleanerError
+from clipcleaner_core.pipeline import Prepared, Result, prepare, select_samples
+from clipcleaner_core.prompts import PromptSet
+from clipcleaner_core.scoring import ScoringConfig
+from clipcleaner_core.selection import SelectionConfig
+from clipcleaner_core.store import Catalogue
+
+_KEY = "clipcleaner_active"
+
+
+@dataclass(frozen=True)
+class ActiveSettings:
+    """What the user has chosen: the dataset, the encoder, the prompts and the thresholds."""
+
+    dataset_spec: str = "demo"
+    dataset_format: str | None = None
+    noise: NoiseSpec | None = None
+    encoder: EncoderSpec = field(default_factory=lambda: EncoderSpec(model="pixels"))
+    prompts: PromptSet | None = None
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+
+    def dataset_key(self) -> str:
+        noise = None if self.noise is None else dataclasses.asdict(self.noise)
+        return json.dumps([self.dataset_spec, self.dataset_format, noise], sort_keys=True)
+
+
+def active() -> ActiveSettings:
+    if _KEY not in st.session_state:
+        st.session_state[_KEY] = ActiveSettings()
+    return st.session_state[_KEY]
+
+
+def update(**changes) -> ActiveSettings:
+    """Replace fields of the active settings; dependent stages recompute on next access."""
+    settings = dataclasses.replace(active(), **changes)
+    st.session_state[_KEY] = settings
+    return settings
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _load_dataset(key: str) -> "object":
+    spec, fmt, noise = json.loads(key)
+    dataset = load_dataset(spec, format=fmt)
+    if noise is not None:
+        dataset = apply_noise(dataset, NoiseSpec(**noise))
+    return dataset
+
+
+def dataset():
+    """The active :class:`~clipcleaner_core.data.dataset.Dataset` (cached)."""
+    return _load_dataset(active().dataset_key())
+
+
+def _prepared_key(settings: ActiveSettings) -> str:
+    return json.dumps({
+        "dataset": settings.dataset_key(),
+        "encoder": dataclasses.asdict(settings.encoder),
+        "prompts": settings.prompts.fingerprint() if settings.prompts else None,
+        "scoring": dataclasses.asdict(settings.scoring),
+    }, sort_keys=True)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _prepare(key: str, _settings: ActiveSettings, _progress=None, _cancel=None) -> Prepared:
+    return prepare(_load_dataset(_settings.dataset_key()), _settings.encoder,
+                   prompts=_settings.prompts, scoring=_settings.scoring,
+                   progress=_progress, cancel=_cancel)
+
+
+def prepared(progress=None, cancel=None) -> Prepared:
+    """The active :class:`~clipcleaner_core.pipeline.Prepared` fit (cached; may raise CLIPCleanerError)."""
+    settings = active()
+    return _prepare(_prepared_key(settings), settings, progress, cancel)
+
+
+def result() -> Result:
+    """The active selection applied to the prepared fit, with review decisions: milliseconds."""
+    prep = prepared()
+    decisions = catalogue().decisions(prep.dataset.fingerprint())
+    return select_samples(prep, active().selection, decisions=decisions)
+
+
+@st.cache_resource(show_spinner=False)
+def catalogue() -> Catalogue:
+    return Catalogue()
+
+
+def show_error(exc: BaseException) -> None:
+    """Show a user-facing error (message only, never a traceback)."""
+    if isinstance(exc, CLIPCleanerError):
+        st.error(str(exc), icon=":material/error:")
+    else:
+        st.error(f"{type(exc).__name__}: {exc}", icon=":material/error:")
+
+
+def sidebar() -> None:
+    """The shared sidebar: active dataset, embedding, selection settings and running jobs."""
+    settings = active()
+    with st.sidebar:
+        st.caption("Active dataset")
+        noise = "" if settings.noise is None else f" + {settings.noise.mode}:{settings.noise.rate:g} noise"
+        st.markdown(f"**{settings.dataset_spec}**{noise}")
+        st.caption("Encoder")
+        pretrained = f" ({settings.encoder.pretrained})" if settings.encoder.pretrained else ""
+        st.markdown(f"`{settings.encoder.model}`{pretrained}")
+        sel = settings.selection
+        enabled = [name for name, on in (("zs loss", sel.use_zs_loss), ("zs cons", sel.use_zs_consistency),
+                                         ("lr loss", sel.use_lr_loss), ("lr cons", sel.use_lr_consistency)) if on]
+        st.caption("Selection")
+        st.markdown(f"θ_gmm {sel.theta_gmm:.2f} · θ_cons {sel.theta_cons:.2f} · τ "
+                    f"{settings.scoring.temperature:g}  \n{', '.join(enabled) or 'no scores'}")
+        _running_jobs()
+
+
+def _running_jobs() -> None:
+    try:
+        jobs = catalogue().list_jobs()
+    except Exception:  # the jobs table is optional for the sidebar
+        return
+    if jobs is None or len(jobs) == 0:
+        return
+    rows = jobs.to_dict("records") if hasattr(jobs, "to_dict") else list(jobs)
+    running = [j for j in rows if j.get("status") in ("running", "queued")]
+    if running:
+        st.caption("Jobs")
+        for job in running:
+            st.markdown(f"{job.get('status')}: job {job.get('id')} ({job.get('kind', '')})")

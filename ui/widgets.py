@@ -1,0 +1,192 @@
+"""Streamlit widgets shared by the pages: image grids, class-count charts, data-root path inputs.
+
+Widgets only draw; they take core objects (a ``Dataset``, arrays, DataFrames) and never compute
+scores. Thumbnails are cached by the dataset's fingerprint and the sample index, never by pixels.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
+
+from clipcleaner_core.data.dataset import Dataset
+from clipcleaner_core.errors import CLIPCleanerError, DataError
+from clipcleaner_core.paths import data_roots, is_within
+
+THUMB_PX = 96
+"""Edge of a grid thumbnail in pixels; small images (32 px CIFAR / demo) are upscaled crisply."""
+
+DATA_ROOTS_ENV = "CLIPCLEANER_DATA_ROOTS"
+
+
+# ---------------------------------------------------------------------------------------------
+# Thumbnails and image grids
+# ---------------------------------------------------------------------------------------------
+
+@st.cache_data(max_entries=4096, show_spinner=False)
+def _file_thumbnail(path: str, mtime_ns: int, px: int) -> tuple[np.ndarray | None, str | None]:
+    """(thumbnail pixels, None) or (None, reason) for an image file; keyed by path and mtime."""
+    from clipcleaner_core.data.images import load_image
+
+    try:
+        image = load_image(path)
+    except CLIPCleanerError as exc:
+        return None, getattr(exc, "reason", str(exc))
+    except OSError as exc:
+        return None, exc.strerror or type(exc).__name__
+    image.thumbnail((px, px), Image.Resampling.BILINEAR)
+    return np.asarray(image), None
+
+
+def thumbnail(dataset: Dataset, index: int, *, px: int = THUMB_PX) -> tuple[np.ndarray | None, str | None]:
+    """Pixels of sample ``index`` scaled to at most ``px`` (upscaled if smaller), or (None, reason)."""
+    if dataset.images is not None:
+        pixels = np.asarray(dataset.images[index])
+        image = Image.fromarray(pixels)
+        scale = max(1, px // max(image.size))
+        if scale > 1:
+            image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+        elif max(image.size) > px:
+            image.thumbnail((px, px), Image.Resampling.BILINEAR)
+        return np.asarray(image), None
+    path = dataset.abspath(index)
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError as exc:
+        return None, exc.strerror or "missing file"
+    return _file_thumbnail(str(path), mtime, px)
+
+
+def _placeholder(px: int) -> np.ndarray:
+    tile = np.full((px, px, 3), 235, dtype=np.uint8)
+    tile[px // 2 - 1: px // 2 + 1, :, :] = 200
+    return tile
+
+
+def image_grid(
+    dataset: Dataset,
+    indices: Sequence[int] | np.ndarray,
+    captions: Sequence[str] | None = None,
+    *,
+    columns: int = 8,
+    max_images: int = 64,
+    px: int = THUMB_PX,
+    empty_message: str = "No samples to show.",
+) -> list[int]:
+    """Draw samples ``indices`` of ``dataset`` as a grid of thumbnails with one caption each.
+
+    Args:
+        dataset: the dataset the indices refer to (in-memory pixels or files under ``root``).
+        indices: dataset indices to show, in order; only the first ``max_images`` are drawn.
+        captions: one caption per index (defaults to ``"#<index> <class name>"``).
+        columns: thumbnails per row.
+        max_images: cap on thumbnails drawn (a caption says how many were left out).
+        px: thumbnail edge in pixels.
+        empty_message: shown instead of a grid when ``indices`` is empty.
+
+    Returns:
+        The indices actually drawn. A file that cannot be decoded is drawn as a grey tile whose
+        caption gives the reason, never an exception.
+    """
+    indices = [int(i) for i in np.asarray(indices).ravel()]
+    if captions is not None and len(captions) != len(indices):
+        raise ValueError(f"image_grid: {len(captions)} captions for {len(indices)} indices")
+    if not indices:
+        st.caption(empty_message)
+        return []
+    shown = indices[:max_images]
+    if captions is None:
+        labels = [f"#{i} {dataset.class_names[dataset.labels[i]]}" for i in shown]
+    else:
+        labels = [str(c) for c in captions[:max_images]]
+    columns = max(1, int(columns))
+    for start in range(0, len(shown), columns):
+        cells = st.columns(columns)
+        for cell, index, caption in zip(cells, shown[start:start + columns], labels[start:start + columns]):
+            pixels, reason = thumbnail(dataset, index, px=px)
+            with cell:
+                if pixels is None:
+                    st.image(_placeholder(px), caption=f"{caption} (unreadable: {reason})")
+                else:
+                    st.image(pixels, caption=caption)
+    if len(indices) > len(shown):
+        st.caption(f"Showing {len(shown)} of {len(indices)} samples.")
+    return shown
+
+
+# ---------------------------------------------------------------------------------------------
+# Charts
+# ---------------------------------------------------------------------------------------------
+
+def class_counts_figure(
+    class_names: Sequence[str],
+    counts: np.ndarray,
+    *,
+    true_counts: np.ndarray | None = None,
+    title: str = "Samples per class",
+) -> go.Figure:
+    """Bar chart of given-label counts per class, with true-label counts beside them when known."""
+    names = [str(c) for c in class_names]
+    fig = go.Figure()
+    fig.add_bar(x=names, y=np.asarray(counts).tolist(), name="given label")
+    if true_counts is not None:
+        fig.add_bar(x=names, y=np.asarray(true_counts).tolist(), name="true label", opacity=0.6)
+    fig.update_layout(
+        title=title, barmode="group", height=320, margin=dict(l=10, r=10, t=40, b=10),
+        xaxis_title="class", yaxis_title="samples", xaxis_type="category",
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+    )
+    return fig
+
+
+def class_counts_table(dataset: Dataset) -> pd.DataFrame:
+    """One row per class: given count, and true count / flipped count when truth is known."""
+    table = pd.DataFrame({"class": list(dataset.class_names), "given": dataset.class_counts()})
+    if dataset.true_labels is not None:
+        table["true"] = np.bincount(dataset.true_labels, minlength=dataset.num_classes)
+        noisy = dataset.labels != dataset.true_labels
+        table["wrong labels"] = np.bincount(dataset.labels[noisy], minlength=dataset.num_classes)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths typed into the app
+# ---------------------------------------------------------------------------------------------
+
+def check_data_path(text: str, *, must_exist: bool = True, what: str = "path") -> Path:
+    """Resolve a path typed into the app and require it to lie under one of the data roots.
+
+    The app, unlike the command line, may be reached from a browser, so it only reads and writes
+    under ``clipcleaner_core.paths.data_roots()`` (``$CLIPCLEANER_DATA_ROOTS``).
+
+    Raises:
+        DataError: empty text, a path outside every data root (naming the roots and the variable
+            that sets them), or a missing path when ``must_exist``.
+    """
+    text = (text or "").strip()
+    if not text:
+        raise DataError(f"enter a {what}")
+    path = Path(text).expanduser()
+    roots = data_roots()
+    path = path.resolve()
+    if not any(is_within(path, root) for root in roots):
+        listed = ", ".join(str(r) for r in roots) or "(none)"
+        raise DataError(
+            f"{what} {path} is outside the folders this app may use ({listed}). Move the data under "
+            f"one of them, or restart the app with {DATA_ROOTS_ENV} set to the folders to allow, "
+            f"separated by '{os.pathsep}'."
+        )
+    if must_exist and not path.exists():
+        raise DataError(f"{what} {path} does not exist; check the spelling")
+    return path
+
+
+def data_roots_caption() -> str:
+    roots = ", ".join(f"`{r}`" for r in data_roots())
+    return f"Allowed folders: {roots} (set {DATA_ROOTS_ENV} to change)."
