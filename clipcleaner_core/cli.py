@@ -1,0 +1,299 @@
+"""``python -m clipcleaner_core``: every stage of the app as a command.
+
+Bad input exits with status 2 and one line on stderr naming what is wrong and how to fix it;
+outputs are written atomically, so a failed command never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from clipcleaner_core.errors import CLIPCleanerError, DataError
+
+log = logging.getLogger("clipcleaner_core")
+
+TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".json": "json"}
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, metavar="SPEC",
+                        help="'demo', or a path to an ImageFolder tree, a CSV/Parquet manifest or a CIFAR folder")
+    parser.add_argument("--format", dest="data_format", default=None,
+                        choices=["imagefolder", "manifest", "cifar10", "cifar100", "demo"],
+                        help="override the detected dataset kind")
+    parser.add_argument("--split", default="train", choices=["train", "test"])
+    parser.add_argument("--noise", default=None, metavar="MODE:RATE",
+                        help="inject synthetic noise, e.g. sym:0.4, asym:0.3, idn:0.2, file:PATH")
+    parser.add_argument("--noise-seed", type=int, default=0)
+
+
+def _add_encoder_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="pixels",
+                        help="open_clip model name (e.g. ViT-B-32) or 'pixels' (no weights needed)")
+    parser.add_argument("--pretrained", default=None, metavar="TAG|PATH",
+                        help="open_clip pretrained tag, a local .safetensors/.pt checkpoint, or hf-hub:ID")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=64)
+
+
+def _add_threshold_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--probe", default="in-sample", choices=["in-sample", "cross-val", "off"])
+    parser.add_argument("--no-zeroshot", action="store_true", help="use only the linear-probe scores")
+    parser.add_argument("--theta-gmm", type=float, default=0.5)
+    parser.add_argument("--theta-cons", type=float, default=0.8)
+    parser.add_argument("--temperature", type=float, default=0.07)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prompts", default=None, metavar="JSON", help="a prompt set JSON file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m clipcleaner_core",
+                                     description="Find and fix wrong labels in image datasets with CLIP.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    embed = sub.add_parser("embed", help="compute (or reuse) cached image embeddings")
+    _add_data_args(embed)
+    _add_encoder_args(embed)
+
+    sel = sub.add_parser("select", help="score and select from embeddings you already have")
+    sel.add_argument("--image-features", required=True, metavar="X.npy", help="(N, D) image features")
+    sel.add_argument("--labels", required=True, metavar="y.npy", help="(N,) integer labels")
+    sel.add_argument("--text-features", default=None, metavar="T.npy", help="(M, D) prompt features")
+    sel.add_argument("--text-labels", default=None, metavar="t.npy", help="(M,) class of each prompt")
+    sel.add_argument("--true-labels", default=None, metavar="TRUE.npy", help="(N,) ground truth, for metrics")
+    sel.add_argument("--num-classes", type=int, default=None)
+    _add_threshold_args(sel)
+    sel.add_argument("--out", required=True, metavar="scores.csv")
+
+    run = sub.add_parser("run", help="end to end: load, embed, score, select, write the score table")
+    _add_data_args(run)
+    _add_encoder_args(run)
+    _add_threshold_args(run)
+    run.add_argument("--out", required=True, metavar="scores.csv")
+
+    export = sub.add_parser("export", help="convert a score table to another format")
+    export.add_argument("--scores", required=True, metavar="scores.csv")
+    export.add_argument("--format", dest="export_format", required=True,
+                        choices=["csv", "parquet", "json", "manifest", "imagefolder", "recipe"])
+    export.add_argument("--out", required=True)
+    export.add_argument("--copy", action="store_true", help="imagefolder: copy files instead of symlinks")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+
+    try:
+        from clipcleaner_core.train import cli as train_cli
+    except ImportError:  # training extras unavailable: the other commands still work
+        train_cli = None
+    if train_cli is not None:
+        train_cli.add_parser(sub)
+    return parser
+
+
+def _load_npy(path: str | None, what: str) -> np.ndarray | None:
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.exists():
+        raise DataError(f"{what} file {path} does not exist; pass the path of a .npy file.")
+    try:
+        return np.load(file, allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(f"{what} file {path} is not a plain .npy array ({exc}); save it with numpy.save.") from exc
+
+
+def _settings(args) -> tuple:
+    from clipcleaner_core.scoring import ScoringConfig
+    from clipcleaner_core.selection import SelectionConfig
+
+    for name in ("theta_gmm", "theta_cons"):
+        value = getattr(args, name)
+        if not 0.0 <= value <= 1.0:
+            raise DataError(f"--{name.replace('_', '-')} {value} is outside [0, 1]; pick a value in that range.")
+    if args.temperature <= 0:
+        raise DataError(f"--temperature {args.temperature} must be positive (the paper uses 0.07).")
+    scoring = ScoringConfig(temperature=args.temperature, zeroshot=not args.no_zeroshot,
+                            probe=args.probe, seed=args.seed)
+    selection = SelectionConfig(theta_gmm=args.theta_gmm, theta_cons=args.theta_cons)
+    return scoring, selection
+
+
+def _load_data(args):
+    from clipcleaner_core.data import apply_noise, load_dataset
+    from clipcleaner_core.data.noise import parse_noise_spec
+
+    dataset = load_dataset(args.data, format=args.data_format, split=args.split)
+    if args.noise:
+        spec = dataclasses.replace(parse_noise_spec(args.noise), seed=args.noise_seed)
+        dataset = apply_noise(dataset, spec)
+    if len(dataset.bad_files):
+        log.warning("%d file(s) skipped while loading; first: %s (%s)", len(dataset.bad_files),
+                    dataset.bad_files.iloc[0]["path"], dataset.bad_files.iloc[0]["reason"])
+    return dataset
+
+
+def _encoder_spec(args):
+    from clipcleaner_core.encoders import EncoderSpec
+
+    return EncoderSpec(model=args.model, pretrained=args.pretrained, device=args.device)
+
+
+def _stderr_progress(stage: str, done: int, total: int, rate: float | None) -> None:
+    if sys.stderr.isatty() or done == total:
+        speed = f" {rate:.1f} img/s" if rate else ""
+        print(f"\r{stage}: {done}/{total}{speed}", end="\n" if done == total else "", file=sys.stderr)
+
+
+def cmd_embed(args) -> int:
+    from clipcleaner_core.embed import embed_dataset
+
+    dataset = _load_data(args)
+    start = time.perf_counter()
+    embedding = embed_dataset(dataset, _encoder_spec(args), batch_size=args.batch_size,
+                              progress=lambda d, t, r=None: _stderr_progress("embed", d, t, r))
+    seconds = time.perf_counter() - start
+    reused = bool(embedding.meta.get("reused", False))
+    print(json.dumps({
+        "key": embedding.key, "folder": str(embedding.folder),
+        "status": "reused" if reused else "written", "n": int(len(embedding.valid)),
+        "dim": int(np.asarray(embedding.image_features).shape[1]),
+        "bad_files": int(len(embedding.bad_files)), "seconds": round(seconds, 2),
+    }, indent=2))
+    return 0
+
+
+def cmd_select(args) -> int:
+    from clipcleaner_core.export import export
+    from clipcleaner_core.metrics import selection_metrics
+    from clipcleaner_core.scoring import fit_scores
+    from clipcleaner_core.selection import score_table, select
+
+    features = _load_npy(args.image_features, "--image-features")
+    labels = _load_npy(args.labels, "--labels")
+    text_features = _load_npy(args.text_features, "--text-features")
+    text_labels = _load_npy(args.text_labels, "--text-labels")
+    true_labels = _load_npy(args.true_labels, "--true-labels")
+    scoring, selection_config = _settings(args)
+    if text_features is None and scoring.zeroshot:
+        log.info("no --text-features given: zero-shot scores are off")
+        scoring = dataclasses.replace(scoring, zeroshot=False)
+    num_classes = args.num_classes or int(max(np.max(labels), -1 if text_labels is None else np.max(text_labels))) + 1
+    fit = fit_scores(features, labels, num_classes=num_classes, text_features=text_features,
+                     text_labels=text_labels, config=scoring)
+    selection_config = dataclasses.replace(
+        selection_config,
+        use_zs_loss=fit.p_zs is not None, use_zs_consistency=fit.p_zs is not None,
+        use_lr_loss=fit.p_lr is not None, use_lr_consistency=fit.p_lr is not None)
+    selection = select(fit, selection_config)
+    table = score_table(fit, selection, true_labels=true_labels)
+    metrics = selection_metrics(selection.clean_mask, fit.labels, true_labels, selection.label_score)
+    meta = {"command": "select", "inputs": {k: getattr(args, k) for k in
+            ("image_features", "labels", "text_features", "text_labels")},
+            "scoring": dataclasses.asdict(scoring), "selection": dataclasses.asdict(selection_config),
+            "metrics": metrics}
+    export(table, _table_format(args.out), args.out, meta=meta)
+    _print_metrics(metrics, args.out)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from clipcleaner_core.export import export
+    from clipcleaner_core.pipeline import prepare, select_samples
+    from clipcleaner_core.prompts import load_prompt_set
+
+    dataset = _load_data(args)
+    scoring, selection_config = _settings(args)
+    prompts = load_prompt_set(args.prompts) if args.prompts else None
+    prepared = prepare(dataset, _encoder_spec(args), prompts=prompts, scoring=scoring,
+                       progress=_stderr_progress)
+    for note in prepared.notes:
+        print(f"note: {note}", file=sys.stderr)
+    result = select_samples(prepared, selection_config)
+    meta = {"command": "run", **prepared.describe(),
+            "selection": dataclasses.asdict(result.config), "metrics": result.metrics}
+    export(result.table, _table_format(args.out), args.out, meta=meta,
+           class_names=dataset.class_names)
+    _print_metrics(result.metrics, args.out)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from clipcleaner_core.atomic import read_sidecar
+    from clipcleaner_core.export import export, read_table
+
+    if not Path(args.scores).exists():
+        raise DataError(f"score table {args.scores} does not exist; create one with "
+                        "'python -m clipcleaner_core run ... --out scores.csv'.")
+    table = read_table(args.scores)
+    meta = read_sidecar(args.scores)
+    dataset_meta = meta.get("dataset") or {}
+    class_names = dataset_meta.get("class_names")
+    dataset = None
+    if args.export_format == "imagefolder":
+        dataset = _dataset_from_meta(dataset_meta, args.scores)
+        class_names = list(dataset.class_names)
+    out = export(table, args.export_format, args.out, dataset=dataset, class_names=class_names,
+                 meta=meta, link="copy" if args.copy else "symlink", overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
+def _dataset_from_meta(dataset_meta: dict, scores: str):
+    from clipcleaner_core.data import apply_noise, load_dataset
+    from clipcleaner_core.data.noise import NoiseSpec
+
+    spec = dataset_meta.get("spec")
+    if not spec:
+        raise DataError(f"{scores} has no dataset recorded in its sidecar {scores}.json; an ImageFolder "
+                        "export needs the images: write the table with 'run' (not 'select').")
+    dataset = load_dataset(spec, format=dataset_meta.get("kind") if dataset_meta.get("kind") != "demo" else None,
+                           split=dataset_meta.get("split", "train"))
+    noise = dataset_meta.get("noise")
+    if noise and dataset.kind != "demo":
+        fields = {k: noise[k] for k in ("mode", "rate", "seed", "path") if k in noise}
+        dataset = apply_noise(dataset, NoiseSpec(**fields))
+    return dataset
+
+
+def _table_format(out: str) -> str:
+    suffix = Path(out).suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise DataError(f"--out {out}: unknown table extension {suffix or '(none)'}; "
+                        f"use one of {', '.join(TABLE_FORMATS)}.")
+    return TABLE_FORMATS[suffix]
+
+
+def _print_metrics(metrics: dict, out: str) -> None:
+    shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()
+             if not isinstance(v, (list, dict))}
+    print(json.dumps({"out": out, **shown}, indent=2))
+
+
+COMMANDS = {"embed": cmd_embed, "select": cmd_select, "run": cmd_run, "export": cmd_export}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "train":
+        from clipcleaner_core.train import cli as train_cli
+
+        handler = train_cli.run
+    else:
+        handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except CLIPCleanerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; completed embedding chunks are kept and reused next time.", file=sys.stderr)
+        return 130
