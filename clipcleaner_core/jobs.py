@@ -36,7 +36,8 @@ from filelock import FileLock
 
 from clipcleaner_core.atomic import write_json
 from clipcleaner_core.errors import CLIPCleanerError
-from clipcleaner_core.procgroup import group_alive, group_exists, kill_group_members, reap_children, set_subreaper
+from clipcleaner_core.procgroup import (group_alive, kill_group_members, pid_alive, reap_children, set_subreaper,
+                                        signal_group, tail_file, wait_group_gone)
 from clipcleaner_core.paths import PROJECT_ROOT, cache_dir
 
 log = logging.getLogger(__name__)
@@ -117,10 +118,7 @@ class JobRunner:
         argv = [str(a) for a in argv]
         if not argv:
             raise CLIPCleanerError("cannot submit an empty command line; pass the program and its arguments")
-        if run_dir is None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            run_dir = self.jobs_root / "runs" / f"{stamp}-{kind}-{secrets.token_hex(3)}"
-        run_dir = Path(run_dir).resolve()
+        run_dir = Path(run_dir if run_dir is not None else self.new_run_dir(kind)).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
         with self._lock:
             job_id = int(self.catalogue.add_job(kind, argv, str(run_dir)))
@@ -128,6 +126,11 @@ class JobRunner:
         log.info("job %d queued: %s", job_id, " ".join(argv))
         self.pump()
         return job_id
+
+    def new_run_dir(self, kind: str = "train") -> Path:
+        """A fresh, unique folder under ``<jobs_root>/runs`` for a job's outputs (not yet created)."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return self.jobs_root / "runs" / f"{stamp}-{kind}-{secrets.token_hex(3)}"
 
     def status(self, job_id: int) -> JobInfo:
         row = self.catalogue.get_job(int(job_id))
@@ -167,11 +170,11 @@ class JobRunner:
             if job.status not in ACTIVE or job.pid is None:
                 return job
             self.catalogue.update_job(job.id, status="cancelling")
-        _signal_group(job.pid, signal.SIGTERM)
+        signal_group(job.pid, signal.SIGTERM)
         if wait:
-            if not _wait_group_gone(job.pid, self.grace):
-                _signal_group(job.pid, signal.SIGKILL)
-                _wait_group_gone(job.pid, timeout)
+            if not wait_group_gone(job.pid, self.grace):
+                signal_group(job.pid, signal.SIGKILL)
+                wait_group_gone(job.pid, timeout)
             self._finish_cancel(job.id)
         return self.status(job.id)
 
@@ -186,7 +189,7 @@ class JobRunner:
                 if reason is None:
                     continue
                 if job.pid is not None and group_alive(job.pid):
-                    _signal_group(job.pid, signal.SIGKILL)  # leftovers of a dead supervisor
+                    signal_group(job.pid, signal.SIGKILL)  # leftovers of a dead supervisor
                 status = "cancelled" if job.status == "cancelling" else "failed"
                 self.catalogue.update_job(job.id, status=status, ended=time.time(), error=reason)
                 _append_log(job.log_path, f"[jobs] marked {status} at start-up: {reason}")
@@ -280,56 +283,14 @@ def _db_path(catalogue) -> str | None:
     return None
 
 
-def tail_file(path: Path, lines: int = 50, *, max_bytes: int = 1 << 20) -> str:
-    """The last ``lines`` lines of a text file, reading at most ``max_bytes`` from its end."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
-            data = handle.read()
-    except OSError:
-        return ""
-    text = data.decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
-
-
 def _append_log(path: Path, line: str) -> None:
     with contextlib.suppress(OSError):
         with open(path, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _wait_group_gone(pgid: int, timeout: float, *, settle: float = 5.0) -> bool:
-    """Wait until no live process of the group remains (then briefly for zombies to be reaped)."""
-    deadline = time.monotonic() + timeout
-    while group_alive(pgid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    deadline = time.monotonic() + settle
-    while group_exists(pgid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return True
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _vanished_reason(job: JobInfo, stale_after: float) -> str | None:
-    if job.pid is None or not _pid_alive(job.pid):
+    if job.pid is None or not pid_alive(job.pid):
         return "its supervisor process is gone (killed, or the machine restarted)"
     last = job.heartbeat or job.started
     if last is not None and time.time() - last > stale_after:

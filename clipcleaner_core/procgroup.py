@@ -1,4 +1,4 @@
-"""Process-group plumbing for the job runner: who is still alive, reaping, killing.
+"""Process-group plumbing for the job runner: who is still alive, reaping, killing; log tails.
 
 On Linux the members of a group are read from ``/proc`` so that zombies (exited, not yet reaped by
 their parent) do not count as running; elsewhere ``os.killpg(pgid, 0)`` is the only test.
@@ -10,7 +10,9 @@ import ctypes
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 _PR_SET_CHILD_SUBREAPER = 36
 _PROC = "/proc"
@@ -84,3 +86,45 @@ def kill_group_members(pgid: int, *, exclude: int | None = None, sig: int = sign
         if pid != exclude:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
+
+
+def tail_file(path: Path, lines: int = 50, *, max_bytes: int = 1 << 20) -> str:
+    """The last ``lines`` lines of a text file, reading at most ``max_bytes`` from its end."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            data = handle.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def wait_group_gone(pgid: int, timeout: float, *, settle: float = 5.0) -> bool:
+    """Wait until no live process of the group remains (then briefly for zombies to be reaped)."""
+    deadline = time.monotonic() + timeout
+    while group_alive(pgid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    deadline = time.monotonic() + settle
+    while group_exists(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
