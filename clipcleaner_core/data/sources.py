@@ -1,0 +1,141 @@
+"""Where datasets come from: ImageFolder trees, CSV/Parquet manifests, CIFAR folders and the demo.
+
+``load_dataset(spec)`` is the one entry point the app, the CLI and the pipeline use; it detects the
+kind from ``spec`` unless ``format`` says otherwise.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .cifar import CIFAR10_FOLDER, CIFAR100_FOLDER, cifar_variant, load_cifar
+from .dataset import Dataset
+from .images import IMAGE_EXTENSIONS, is_image_file
+from .manifest import MANIFEST_SUFFIXES, load_manifest
+from .screen import screen_files
+
+logger = logging.getLogger(__name__)
+
+FORMATS = {
+    "imagefolder": "a folder with one subfolder of images per class",
+    "manifest": "a CSV or Parquet file with columns path,label (+ optional true_label, split)",
+    "cifar10": f"a CIFAR-10 python-version folder ({CIFAR10_FOLDER})",
+    "cifar100": f"a CIFAR-100 python-version folder ({CIFAR100_FOLDER})",
+    "demo": "the built-in offline demo (scikit-learn digits with 40% symmetric noise)",
+}
+SPLITS = ("train", "test")
+_SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "val", "valid", "validation")}
+_SKIP_DIRS = {"__MACOSX"}
+
+
+def detect_format(spec: str | os.PathLike) -> str:
+    """Return the format name of ``spec``: "demo", "manifest", "cifar10", "cifar100" or "imagefolder"."""
+    if str(spec).strip().lower() == "demo":
+        return "demo"
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if path.suffix.lower() in MANIFEST_SUFFIXES:
+            return "manifest"
+        raise DataError(f"{path} is a file but not a manifest; give a .csv or .parquet manifest, "
+                        f"or the folder that holds the images")
+    if not path.is_dir():
+        raise DataError(f"dataset {str(spec)!r} not found; give an existing folder, a manifest file "
+                        f"or 'demo'")
+    return cifar_variant(path) or "imagefolder"
+
+
+def load_dataset(spec: str | os.PathLike, *, format: str | None = None, split: str = "train") -> Dataset:
+    """Load the dataset named by ``spec`` ("demo" or a path) as a :class:`Dataset`.
+
+    ``format`` overrides detection (one of :data:`FORMATS`); ``split`` is "train" or "test" (CIFAR
+    files, an ImageFolder with train/ and test/ (or val/) subfolders, or a manifest's split column).
+    Raises DataError with a one-line message naming the bad file, row or value and the fix.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    if format is not None and format not in FORMATS:
+        raise DataError(f"unknown dataset format {format!r}; use one of {', '.join(FORMATS)}")
+    kind = format or detect_format(spec)
+    if kind == "demo":
+        from .demo import load_demo
+
+        if split != "train":
+            raise DataError("the demo has one split; hold out test samples with holdout_split(len(dataset))")
+        return load_demo()
+    path = Path(spec).expanduser()
+    if kind == "manifest":
+        dataset = load_manifest(path, split=split)
+    elif kind in ("cifar10", "cifar100"):
+        dataset = load_cifar(path, split=split, variant=kind)
+    else:
+        dataset = load_imagefolder(path, split=split)
+    return dataset.replace(spec=str(spec))
+
+
+def load_imagefolder(root: str | os.PathLike, *, split: str = "train") -> Dataset:
+    """One subfolder per class (sorted names = class order), images found recursively inside each.
+
+    Extensions are matched case-insensitively; hidden files and folders are ignored. If ``root`` holds
+    only split folders (train/, test/ or val/), the one for ``split`` is used.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder {root} not found; give the folder holding one subfolder per class")
+    folder = _split_folder(root, split)
+    class_dirs = _subfolders(folder)
+    if not class_dirs:
+        raise DataError(f"folder {folder} has no class subfolders; put each class's images in its own "
+                        f"subfolder ({folder / 'cat' / '0001.jpg'}) or use a CSV manifest")
+    rel_paths, labels = [], []
+    for label, class_dir in enumerate(class_dirs):
+        for rel in _image_files(class_dir, folder):
+            rel_paths.append(rel)
+            labels.append(label)
+    if not rel_paths:
+        shown = ", ".join(sorted(IMAGE_EXTENSIONS)[:8])
+        raise DataError(f"empty dataset: no images under the class subfolders of {folder} (looked for "
+                        f"{shown}, ...); add images or point at another folder")
+    keep, bad_files = screen_files(folder, rel_paths)
+    if not keep.size:
+        raise DataError(f"no readable images under {folder}: all {len(rel_paths)} files are bad "
+                        f"(first: {bad_files.iloc[0]['path']}: {bad_files.iloc[0]['reason']})")
+    name = root.name if folder == root else f"{root.name}-{split}"
+    logger.info("image folder %s: %d images in %d classes, %d skipped", folder, keep.size,
+                len(class_dirs), len(bad_files))
+    return Dataset(name=name, kind="imagefolder", root=folder,
+                   class_names=tuple(d.name for d in class_dirs),
+                   labels=np.asarray(labels, dtype=np.int64)[keep],
+                   paths=tuple(rel_paths[i] for i in keep), split=split, bad_files=bad_files,
+                   spec=str(root))
+
+
+def _split_folder(root: Path, split: str) -> Path:
+    subfolders = {d.name.lower(): d for d in _subfolders(root)}
+    every_split = {name for names in _SPLIT_FOLDERS.values() for name in names}
+    if not subfolders or not set(subfolders) <= every_split:
+        return root
+    for name in _SPLIT_FOLDERS[split]:
+        if name in subfolders:
+            return subfolders[name]
+    raise DataError(f"folder {root} has split folders {', '.join(sorted(subfolders))} but none for "
+                    f"split {split!r}; add one or choose another split")
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted((d for d in folder.iterdir()
+                   if d.is_dir() and not d.name.startswith(".") and d.name not in _SKIP_DIRS),
+                  key=lambda d: d.name)
+
+
+def _image_files(class_dir: Path, root: Path) -> list[str]:
+    found = []
+    for current, dirs, files in os.walk(class_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
+        for name in sorted(files):
+            if not name.startswith(".") and is_image_file(name):
+                found.append(Path(os.path.relpath(os.path.join(current, name), root)).as_posix())
+    return found
