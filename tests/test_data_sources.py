@@ -183,6 +183,16 @@ def test_cifar_python_folders_load_both_splits(tmp_path, variant, classes):
     np.testing.assert_array_equal(test.images[1], raw[b"data"][1].reshape(3, 32, 32).transpose(1, 2, 0))
 
 
+def test_cifar_pickles_written_by_numpy_1_are_read(tmp_path):
+    folder = _fake_cifar(tmp_path, "cifar10")
+    for path in folder.iterdir():
+        raw = path.read_bytes()
+        path.write_bytes(raw.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    assert b"numpy.core.multiarray" in (folder / "test_batch").read_bytes()
+    dataset = load_cifar(folder, split="test")
+    assert dataset.class_names == tuple("abcdefghij") and len(dataset) == 4
+
+
 class _Evil:
     def __reduce__(self):
         return (os.system, ("echo pwned > /dev/null",))

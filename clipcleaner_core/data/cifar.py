@@ -52,7 +52,8 @@ def read_cifar_pickle(path: str | Path) -> dict:
     """Read one CIFAR pickle safely; keys come back as ``str``. Raises DataError naming the file."""
     path = Path(path)
     try:
-        payload = _ArraysOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+        # latin1 is how numpy documents reading Python 2 array pickles such as the official files
+        payload = _ArraysOnlyUnpickler(io.BytesIO(path.read_bytes()), encoding="latin1").load()
     except FileNotFoundError:
         raise DataError(f"CIFAR file {path} is missing; {_FIX}") from None
     except pickle.UnpicklingError as exc:
