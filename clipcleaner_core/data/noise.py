@@ -192,8 +192,8 @@ def noise_from_file(path: str | os.PathLike, *, class_names=None) -> tuple[np.nd
         raise DataError(f"cannot read noise file {path}: {exc}") from None
     if noisy is None:
         raise DataError(f"noise file {path} has no 'noisy_labels' entry")
-    to_ids = lambda values, what: _label_ids(values, class_names, path, what)  # noqa: E731
-    return (None if clean is None else to_ids(clean, "clean")), to_ids(noisy, "noisy")
+    noisy_ids = _label_ids(noisy, class_names, path, "noisy")
+    return (None if clean is None else _label_ids(clean, class_names, path, "clean")), noisy_ids
 
 
 def save_noise(labels: np.ndarray, spec: NoiseSpec, path: str | os.PathLike, *,
@@ -220,7 +220,7 @@ def apply_noise(dataset: Dataset, spec: NoiseSpec | str, *, features: np.ndarray
         if spec is None:
             return dataset
     clean = dataset.true_labels if dataset.true_labels is not None else dataset.labels
-    noisy, saved = _generate(dataset, spec, clean, features), None
+    noisy = _generate(dataset, spec, clean, features)
     if spec.mode == "file":
         saved = Path(spec.path)
     else:
