@@ -22,7 +22,7 @@ from clipcleaner_core.paths import cache_dir
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int, "float | None"], None]
-_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 _ALGORITHM_VERSION = 1
 
 
@@ -149,7 +149,7 @@ def _validated_features(features) -> np.ndarray:
 
 def _check_options(cache_key: str, pca_dims: int, n_neighbors: int, min_dist: float) -> None:
     if not isinstance(cache_key, str) or not _KEY_PATTERN.match(cache_key):
-        raise ValueError(f"compute_umap: cache_key {cache_key!r} must be 1-128 letters, digits, '.', '_' "
+        raise ValueError(f"compute_umap: cache_key {cache_key!r} must be 1-200 letters, digits, '.', '_' "
                          "or '-' (e.g. a content hash)")
     if pca_dims < 2 or n_neighbors < 2 or not 0.0 <= min_dist <= 1.0:
         raise ValueError(f"compute_umap: need pca_dims >= 2, n_neighbors >= 2 and 0 <= min_dist <= 1, "
