@@ -203,11 +203,10 @@ class JobRunner:
         import subprocess
 
         db_path = _db_path(self.catalogue)
-        cmd = [sys.executable, "-m", "clipcleaner_core.jobs", "supervise", str(job.id),
-               "--jobs-root", str(self.jobs_root), "--max-concurrent", str(self.max_concurrent),
-               "--grace", str(self.grace)]
+        cmd = [sys.executable, "-m", "clipcleaner_core.jobs", "--jobs-root", str(self.jobs_root)]
         if db_path is not None:
             cmd += ["--db", str(db_path)]
+        cmd += ["supervise", str(job.id), "--max-concurrent", str(self.max_concurrent), "--grace", str(self.grace)]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
@@ -363,21 +362,37 @@ def _record_end(runner: JobRunner, job: JobInfo, code: int, *, cancelled: bool, 
 
 
 def main(argv=None) -> int:
+    """``python -m clipcleaner_core.jobs list|tail|cancel|reconcile|supervise``."""
     parser = argparse.ArgumentParser(prog="python -m clipcleaner_core.jobs")
+    parser.add_argument("--db", default=None, help="catalogue file (default: the cache's)")
+    parser.add_argument("--jobs-root", default=None)
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="every job with its status")
+    sub.add_parser("reconcile", help="mark failed the jobs whose process vanished")
+    for name, text in (("tail", "the end of a job's log"), ("cancel", "stop a job and its processes")):
+        sub.add_parser(name, help=text).add_argument("job_id", type=int)
     sup = sub.add_parser("supervise", help="run one queued job (started by the job runner)")
     sup.add_argument("job_id", type=int)
-    sup.add_argument("--db", default=None)
-    sup.add_argument("--jobs-root", default=None)
     sup.add_argument("--max-concurrent", type=int, default=None)
     sup.add_argument("--grace", type=float, default=GRACE_S)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[jobs] %(message)s")
     from clipcleaner_core.store import Catalogue
 
-    runner = JobRunner(Catalogue(args.db) if args.db else Catalogue(), args.jobs_root,
-                       max_concurrent=args.max_concurrent, grace=args.grace)
-    return supervise(args.job_id, runner)
+    runner = JobRunner(Catalogue(args.db), args.jobs_root, max_concurrent=getattr(args, "max_concurrent", None),
+                       grace=getattr(args, "grace", GRACE_S))
+    if args.command == "supervise":
+        return supervise(args.job_id, runner)
+    if args.command == "list":
+        for job in runner.list():
+            print(f"{job.id}\t{job.status}\t{job.kind}\t{job.name or ''}\t{job.run_dir}")
+    elif args.command == "reconcile":
+        print(" ".join(map(str, runner.reconcile())))
+    elif args.command == "tail":
+        print(runner.tail(args.job_id))
+    elif args.command == "cancel":
+        print(runner.cancel(args.job_id).status)
+    return 0
 
 
 if __name__ == "__main__":
