@@ -63,8 +63,9 @@ def save_upload(
         max_entries: most entries an archive may hold.
 
     Returns:
-        For a zip, the extracted folder (its single top-level folder when there is exactly one);
-        for a manifest, the saved file.
+        For a zip, the extracted folder (its single top-level folder when there is exactly one),
+        or the manifest inside it when that folder holds exactly one; for a manifest, the saved
+        file.
 
     Raises:
         DataError: the upload is too large, not a zip / manifest, or the archive is unsafe
@@ -190,11 +191,16 @@ def _skipped(entry: str) -> bool:
 
 
 def _dataset_root(folder: Path) -> Path:
-    """The folder itself, or its only child folder when the archive wrapped everything in one."""
+    """What to load from an extracted archive.
+
+    The folder itself, or its only child folder when the archive wrapped everything in one; and
+    when that folder holds exactly one manifest at its top level, the manifest.
+    """
     children = [p for p in folder.iterdir() if not p.name.startswith(".")]
     if len(children) == 1 and children[0].is_dir():
-        return children[0]
-    return folder
+        folder = children[0]
+    manifests = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES]
+    return manifests[0] if len(manifests) == 1 else folder
 
 
 def _safe_file_name(name: str) -> str:

@@ -66,3 +66,8 @@ def test_manifest_saved_and_other_files_refused(tmp_path):
         save_upload(b"x", "notes.txt", cache_root=tmp_path)
     with pytest.raises(DataError, match="not a valid zip"):
         save_upload(b"garbage", "x.zip", cache_root=tmp_path)
+
+
+def test_zip_with_a_manifest_returns_the_manifest(tmp_path):
+    data = _zip({"set/labels.csv": b"path,label\nimg/a.png,cat\n", "set/img/a.png": b"x"})
+    assert save_upload(data, "set.zip", cache_root=tmp_path).name == "labels.csv"

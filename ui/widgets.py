@@ -190,3 +190,66 @@ def check_data_path(text: str, *, must_exist: bool = True, what: str = "path") -
 def data_roots_caption() -> str:
     roots = ", ".join(f"`{r}`" for r in data_roots())
     return f"Allowed folders: {roots} (set {DATA_ROOTS_ENV} to change)."
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder and weights
+# ---------------------------------------------------------------------------------------------
+
+DEFAULT_CLIP = ("ViT-B-32", "openai")
+"""The CLIP model the banner suggests when the app runs on pixel features."""
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def weights_status(model: str, pretrained: str | None) -> str:
+    """``encoders.weights_status`` cached briefly (it only looks at local files)."""
+    from clipcleaner_core.encoders import weights_status as status
+
+    return status(model, pretrained)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def weights_help(model: str, pretrained: str | None) -> str | None:
+    """The WeightsUnavailableError text saying how to get the weights, or None when they are here."""
+    from clipcleaner_core.errors import WeightsUnavailableError
+    from clipcleaner_core.weights import resolve_weights
+
+    if model == "pixels":
+        return None
+    try:
+        resolve_weights(model, pretrained, allow_download=False)
+    except WeightsUnavailableError as exc:
+        return str(exc)
+    except CLIPCleanerError as exc:
+        return str(exc)
+    return None
+
+
+def encoder_banner() -> None:
+    """One line saying which encoder scores the data, and how to get CLIP weights when missing."""
+    from ui import state
+
+    encoder = state.active().encoder
+    if encoder.model != "pixels":
+        tag = f" · {encoder.pretrained}" if encoder.pretrained else ""
+        st.caption(f":material/memory: Encoder: **{encoder.model}**{tag} "
+                   f"({weights_status(encoder.model, encoder.pretrained)})")
+        return
+    model, tag = DEFAULT_CLIP
+    missing = weights_help(model, tag)
+    if missing is None:
+        st.info(f"Encoder: **pixel features**. CLIP {model} ({tag}) weights are on this machine: "
+                "pick them on the Embed page for zero-shot scores.", icon=":material/memory:")
+        return
+    if st.session_state.get("hide_weights_help"):
+        st.caption(f":material/memory: Encoder: **pixel features** (no CLIP weights on this machine; "
+                   "zero-shot scores off). The Embed page says how to get them.")
+        return
+    with st.container(border=False):
+        st.info(f"**Encoder: pixel features.** CLIP {model} ({tag}) weights are not on this machine, "
+                f"so the scores use raw pixels and zero-shot scores are off.\n\n{missing}\n\n"
+                "Then pick the model on the Embed page (or give a local checkpoint path there).",
+                icon=":material/memory:")
+        if st.button("Hide this", key="hide_weights_help_button", type="tertiary"):
+            st.session_state["hide_weights_help"] = True
+            st.rerun()
