@@ -1,0 +1,331 @@
+"""Probabilities, scores and mixture posteriors: DESIGN §2 steps 3–6, fitted once.
+
+``fit_scores`` computes everything that is expensive or fitted (zero-shot and probe
+probabilities, the four scores, the per-class mixture posteriors) and returns a ``ScoreFit``;
+``clipcleaner_core.selection.select`` then applies thresholds to it in milliseconds. A fit is
+saved as an ``.npz`` plus a JSON sidecar with ``save_fit`` / ``load_fit``.
+
+Score contracts (N = samples, K = classes; "higher = more likely the given label is correct"):
+
+- ``p_zs``, ``p_lr``: (N, K) float32 probabilities, rows sum to 1.
+- loss score: (N,) float64 in [0, 1]; ``log p[i, y_i]`` min-max normalised within each given
+  class; a class whose values are all equal gets 1.0. Higher = more likely correct.
+- consistency: (N,) float64 in (0, 1]; ``p[i, y_i] / max_k p[i, k]`` computed in log space
+  (floored at the smallest positive float64 so it never underflows to 0). 1 = the given label
+  is the most probable class.
+- clean probability: (N,) float64 in [0, 1]; posterior of the larger-mean component of a
+  2-component Gaussian mixture fitted to the loss scores of each given class (``gmm.py``);
+  1.0 for classes with fewer than 2 samples.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from scipy.special import log_softmax, logsumexp
+
+from . import atomic
+from .errors import DataError
+from .gmm import clean_probability
+from .probe import PROBE_MODES, probe_log_probabilities
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int, "float | None"], None]
+FIT_FORMAT_VERSION = 1
+_ARRAYS = (
+    "labels", "p_zs", "p_lr", "zs_loss_score", "zs_consistency", "lr_loss_score",
+    "lr_consistency", "zs_clean_prob", "lr_clean_prob",
+)
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """What to fit. ``temperature`` is tau of DESIGN §2 step 3; ``probe`` one of
+    ``"in-sample"`` (the paper), ``"cross-val"`` (``n_folds``-fold out-of-sample) or ``"off"``;
+    ``probe_c`` is the probe's inverse L2 strength; ``seed`` drives the cross-val folds."""
+
+    temperature: float = 0.07
+    zeroshot: bool = True
+    probe: str = "in-sample"
+    n_folds: int = 5
+    probe_c: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.probe not in PROBE_MODES:
+            raise ValueError(
+                f"unknown probe mode {self.probe!r}; valid modes: {', '.join(PROBE_MODES)}."
+            )
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature!r} must be > 0 (default 0.07).")
+        if self.probe == "cross-val" and self.n_folds < 2:
+            raise ValueError(f"n_folds={self.n_folds!r} must be >= 2 for cross-val.")
+        if not self.probe_c > 0:
+            raise ValueError(f"probe_c={self.probe_c!r} must be > 0 (default 1.0).")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ScoringConfig":
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+
+@dataclass(frozen=True, eq=False)
+class ScoreFit:
+    """Fitted scores for one (features, labels, prompts, config). Arrays are None when the
+    corresponding source (zero-shot or probe) is off. Shapes and ranges: see the module doc."""
+
+    config: ScoringConfig
+    num_classes: int
+    labels: np.ndarray
+    p_zs: np.ndarray | None = None
+    p_lr: np.ndarray | None = None
+    zs_loss_score: np.ndarray | None = None
+    zs_consistency: np.ndarray | None = None
+    lr_loss_score: np.ndarray | None = None
+    lr_consistency: np.ndarray | None = None
+    zs_clean_prob: np.ndarray | None = None
+    lr_clean_prob: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    @property
+    def has_zeroshot(self) -> bool:
+        return self.p_zs is not None
+
+    @property
+    def has_probe(self) -> bool:
+        return self.p_lr is not None
+
+
+def zero_shot_log_probabilities(
+    image_features: np.ndarray,
+    text_features: np.ndarray,
+    text_labels: np.ndarray,
+    *,
+    num_classes: int,
+    temperature: float = 0.07,
+    chunk_size: int = 8192,
+) -> np.ndarray:
+    """(N, K) float64 log p_zs with ``p_zs[i,k] = softmax_k(logsumexp_{j: class k}(<f_i,t_j>/tau))``.
+
+    Args:
+        image_features: (N, D) L2-normalised image features.
+        text_features: (M, D) L2-normalised prompt features.
+        text_labels: (M,) int class of each prompt; every class needs at least one prompt.
+    Computed in log space, so any temperature > 0 is safe from overflow.
+    """
+    image_features, text_features, text_labels = _validate_text(
+        image_features, text_features, text_labels, num_classes
+    )
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature!r} must be > 0 (default 0.07).")
+    return _compute_zero_shot(image_features, text_features, text_labels, temperature, chunk_size)
+
+
+def _compute_zero_shot(image_features, text_features, text_labels, temperature, chunk_size):
+    order = np.argsort(text_labels, kind="stable")
+    text = text_features[order].astype(np.float32)
+    starts = np.searchsorted(text_labels[order], np.arange(int(text_labels.max()) + 1))
+    out = np.empty((image_features.shape[0], starts.size))
+    for lo in range(0, image_features.shape[0], chunk_size):
+        sims = image_features[lo:lo + chunk_size].astype(np.float32) @ text.T
+        logits = sims.astype(np.float64) / temperature
+        peak = np.maximum.reduceat(logits, starts, axis=1)
+        widths = np.diff(np.append(starts, logits.shape[1]))
+        shifted = np.exp(logits - np.repeat(peak, widths, axis=1))
+        class_logits = peak + np.log(np.add.reduceat(shifted, starts, axis=1))
+        out[lo:lo + chunk_size] = log_softmax(class_logits, axis=1)
+    return out
+
+
+def loss_score(log_probs: np.ndarray, labels: np.ndarray, *, num_classes: int) -> np.ndarray:
+    """(N,) in [0, 1], higher = more likely correct: ``log p[i, y_i]`` min-max normalised within
+    each given class; a class whose values are all equal gets 1.0."""
+    log_probs, labels = _validate_probs(log_probs, labels, num_classes)
+    return _compute_loss_score(log_probs, labels, num_classes)
+
+
+def _compute_loss_score(log_probs, labels, num_classes):
+    own = np.maximum(log_probs[np.arange(labels.size), labels], np.finfo(np.float64).min)
+    lo = np.full(num_classes, np.inf)
+    hi = np.full(num_classes, -np.inf)
+    np.minimum.at(lo, labels, own)
+    np.maximum.at(hi, labels, own)
+    span = (hi - lo)[labels]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = (own - lo[labels]) / span
+    return np.where(span > 0, np.clip(scaled, 0.0, 1.0), 1.0)
+
+
+def consistency_score(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(N,) in (0, 1], higher = more likely correct: ``p[i, y_i] / max_k p[i, k]``."""
+    log_probs, labels = _validate_probs(log_probs, labels, log_probs.shape[1])
+    return _compute_consistency(log_probs, labels)
+
+
+def _compute_consistency(log_probs, labels):
+    own = log_probs[np.arange(labels.size), labels]
+    ratio = np.exp(own - log_probs.max(axis=1))
+    return np.clip(ratio, np.finfo(np.float64).tiny, 1.0)
+
+
+def fit_scores(
+    image_features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    text_features: np.ndarray | None = None,
+    text_labels: np.ndarray | None = None,
+    config: ScoringConfig = ScoringConfig(),
+    progress: Progress | None = None,
+) -> ScoreFit:
+    """DESIGN §2 steps 3–6. ``progress(stage, done, total, rate)`` is called per stage
+    (``"zero-shot"``, ``"probe"``, ``"mixtures"``); rate is always None here.
+
+    Args:
+        image_features: (N, D) L2-normalised image features.
+        labels: (N,) int given labels in [0, num_classes).
+        text_features, text_labels: (M, D) prompt features and (M,) their classes; required
+            when ``config.zeroshot`` is True.
+    """
+    features, labels = _validate_features(image_features, labels, num_classes)
+    if config.zeroshot and (text_features is None or text_labels is None):
+        raise DataError(
+            "zero-shot scoring needs text_features and text_labels (an encoder with a text "
+            "tower); pass them, or use ScoringConfig(zeroshot=False)."
+        )
+    if not config.zeroshot and config.probe == "off":
+        raise ValueError("nothing to score: zero-shot is off and probe='off'; enable one.")
+    parts: dict = {}
+    if config.zeroshot:
+        _notify(progress, "zero-shot", 0, 1)
+        log_zs = zero_shot_log_probabilities(
+            features, text_features, text_labels,
+            num_classes=num_classes, temperature=config.temperature,
+        )
+        parts.update(_scores("zs", log_zs, labels, num_classes))
+        _notify(progress, "zero-shot", 1, 1)
+    log_lr = probe_log_probabilities(
+        features, labels, num_classes=num_classes, mode=config.probe,
+        n_folds=config.n_folds, c=config.probe_c, seed=config.seed, progress=progress,
+    )
+    if log_lr is not None:
+        parts.update(_scores("lr", log_lr, labels, num_classes))
+    _notify(progress, "mixtures", 0, 1)
+    for prefix in ("zs", "lr"):
+        if f"{prefix}_loss_score" in parts:
+            parts[f"{prefix}_clean_prob"] = clean_probability(
+                parts[f"{prefix}_loss_score"], labels, num_classes=num_classes
+            )
+    _notify(progress, "mixtures", 1, 1)
+    return ScoreFit(config=config, num_classes=num_classes, labels=labels, **parts)
+
+
+def _scores(prefix: str, log_probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+    return {
+        f"p_{prefix}": np.exp(log_probs).astype(np.float32),
+        f"{prefix}_loss_score": _compute_loss_score(log_probs, labels, num_classes),
+        f"{prefix}_consistency": _compute_consistency(log_probs, labels),
+    }
+
+
+def _notify(progress, stage, done, total):
+    if progress is not None:
+        progress(stage, done, total, None)
+
+
+def save_fit(fit: ScoreFit, path: str | Path) -> Path:
+    """Write ``fit`` atomically to ``path`` (.npz) with a JSON sidecar (config, K, versions)."""
+    arrays = {name: getattr(fit, name) for name in _ARRAYS if getattr(fit, name) is not None}
+    with atomic.atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    meta = {
+        "format": "clipcleaner.ScoreFit",
+        "format_version": FIT_FORMAT_VERSION,
+        "num_classes": fit.num_classes,
+        "n": len(fit),
+        "config": fit.config.to_dict(),
+        "arrays": sorted(arrays),
+        "numpy": np.__version__,
+    }
+    atomic.write_sidecar(path, meta)
+    return Path(path)
+
+
+def load_fit(path: str | Path) -> ScoreFit:
+    """Read a fit written by :func:`save_fit`."""
+    meta = atomic.read_sidecar(path)
+    if meta.get("format") != "clipcleaner.ScoreFit":
+        raise DataError(
+            f"{path} has no ScoreFit sidecar ({atomic.sidecar_path(path).name}); "
+            "re-run fit_scores and save_fit."
+        )
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in _ARRAYS if name in data.files}
+    return ScoreFit(
+        config=ScoringConfig.from_dict(meta["config"]),
+        num_classes=int(meta["num_classes"]),
+        **arrays,
+    )
+
+
+def _validate_features(image_features, labels, num_classes):
+    features = np.asarray(image_features)
+    labels = np.asarray(labels).ravel()
+    if features.ndim != 2:
+        raise DataError(f"image_features must be 2-D (N, D), got shape {features.shape}.")
+    if labels.size != features.shape[0]:
+        raise DataError(
+            f"image_features has {features.shape[0]} rows but labels has {labels.size}; "
+            "pass one label per row."
+        )
+    if num_classes < 1:
+        raise ValueError(f"num_classes={num_classes!r} must be >= 1.")
+    labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(
+            f"labels range over [{labels.min()}, {labels.max()}] but must lie in "
+            f"[0, {num_classes}); check num_classes or the label mapping."
+        )
+    return features, labels
+
+
+def _validate_text(image_features, text_features, text_labels, num_classes):
+    text_features = np.asarray(text_features)
+    text_labels = np.asarray(text_labels).ravel().astype(np.int64)
+    if text_features.ndim != 2 or text_features.shape[0] != text_labels.size:
+        raise DataError(
+            f"text_features {text_features.shape} must be (M, D) with one text label per row "
+            f"(got {text_labels.size} text labels)."
+        )
+    if text_features.shape[1] != np.shape(image_features)[1]:
+        raise DataError(
+            f"text features have dimension {text_features.shape[1]} but image features have "
+            f"{np.shape(image_features)[1]}; embed both with the same model."
+        )
+    missing = np.setdiff1d(np.arange(num_classes), text_labels)
+    if missing.size or text_labels.min() < 0 or text_labels.max() >= num_classes:
+        raise DataError(
+            f"every class needs at least one prompt in [0, {num_classes}); classes without "
+            f"prompts: {missing[:10].tolist()}. Add templates or descriptions for them."
+        )
+    return np.asarray(image_features), text_features, text_labels
+
+
+def _validate_probs(log_probs, labels, num_classes):
+    log_probs = np.asarray(log_probs, dtype=np.float64)
+    labels = np.asarray(labels).ravel().astype(np.int64)
+    if log_probs.ndim != 2 or log_probs.shape[0] != labels.size:
+        raise DataError(f"log_probs {log_probs.shape} must be (N, K) with N = {labels.size}.")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"labels must lie in [0, {num_classes}).")
+    return log_probs, labels
