@@ -155,3 +155,35 @@ def test_cancelling_a_queued_job_means_it_never_starts(runner, scripts):
     time.sleep(0.3)
     job = runner.status(queued)
     assert job.status == "cancelled" and job.started is None
+
+
+def test_a_job_outlives_the_process_that_launched_it(tmp_path, scripts):
+    launcher = textwrap.dedent(f"""
+        import sys
+        from clipcleaner_core.jobs import JobRunner
+        from clipcleaner_core.store import Catalogue
+        runner = JobRunner(Catalogue({str(tmp_path / "catalogue.sqlite")!r}), {str(tmp_path / "jobs")!r})
+        print(runner.submit([sys.executable, {str(scripts / "short.py")!r}, "1.0", "0"], kind="test"))
+    """)
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", launcher], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    job_id = int(out.stdout.split()[-1])  # the launching "app" has exited by now
+    runner = JobRunner(Catalogue(tmp_path / "catalogue.sqlite"), tmp_path / "jobs")
+    wait_until(lambda: runner.status(job_id).finished, timeout=30)
+    job = runner.status(job_id)
+    assert job.status == "done" and job.exit_code == 0
+    assert job.heartbeat is not None and job.heartbeat >= job.started
+
+
+def test_jobs_command_line_lists_and_tails(runner, scripts, tmp_path, capsys):
+    from clipcleaner_core.jobs import main
+
+    job_id = runner.submit([sys.executable, scripts / "short.py", "0", "0"], kind="test", name="quick")
+    wait_until(lambda: runner.status(job_id).finished)
+    args = ["--db", str(tmp_path / "catalogue.sqlite"), "--jobs-root", str(tmp_path / "jobs")]
+    assert main([*args, "list"]) == 0
+    assert f"{job_id}\tdone\ttest\tquick" in capsys.readouterr().out
+    assert main([*args, "tail", str(job_id)]) == 0
+    assert "working" in capsys.readouterr().out
