@@ -118,6 +118,7 @@ def _compute_mixtures(scores, labels, num_classes, max_iter, tol, reg_covar) -> 
     np.minimum.at(lo, labels, scores)
     np.maximum.at(hi, labels, scores)
     fitted = (counts >= 2) & (hi > lo)
+    lo, hi = np.where(counts > 0, lo, 0.0), np.where(counts > 0, hi, 0.0)
     upper = _kmeans_split(scores, labels, lo, hi, fitted)
     resp = np.stack([~upper, upper], axis=1).astype(np.float64)
     means, variances, weights = _m_step(scores, labels, resp, counts, k, reg_covar)
