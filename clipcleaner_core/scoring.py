@@ -92,6 +92,19 @@ class ScoreFit:
     lr_consistency: np.ndarray | None = None
     zs_clean_prob: np.ndarray | None = None
     lr_clean_prob: np.ndarray | None = None
+    _argmax_cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+    def suggested_label(self, *, zeroshot: bool, probe: bool) -> np.ndarray:
+        """(N,) int argmax of the mean of the chosen probability matrices (cached: it does not
+        depend on any threshold)."""
+        key = (bool(zeroshot and self.has_zeroshot), bool(probe and self.has_probe))
+        if key not in self._argmax_cache:
+            mats = [m for m, on in zip((self.p_zs, self.p_lr), key) if on]
+            if not mats:
+                raise ValueError("suggested_label needs zero-shot or probe probabilities.")
+            total = mats[0] if len(mats) == 1 else mats[0] + mats[1]
+            self._argmax_cache[key] = np.argmax(total, axis=1).astype(np.int64)
+        return self._argmax_cache[key]
 
     def __len__(self) -> int:
         return int(self.labels.size)

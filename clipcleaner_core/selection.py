@@ -186,13 +186,10 @@ def _refill(fit: ScoreFit, clean: np.ndarray, enabled: tuple) -> np.ndarray:
 
 
 def _suggest(fit: ScoreFit, enabled: tuple) -> np.ndarray:
-    mats = []
-    if any(name.startswith("zs") for name in enabled):
-        mats.append(fit.p_zs)
-    if any(name.startswith("lr") for name in enabled):
-        mats.append(fit.p_lr)
-    total = mats[0].astype(np.float64) if len(mats) == 1 else mats[0] + mats[1].astype(np.float64)
-    return np.argmax(total, axis=1).astype(np.int64)
+    return fit.suggested_label(
+        zeroshot=any(name.startswith("zs") for name in enabled),
+        probe=any(name.startswith("lr") for name in enabled),
+    )
 
 
 def score_table(
