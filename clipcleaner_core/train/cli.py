@@ -18,14 +18,14 @@ import sys
 import threading
 from pathlib import Path
 
-from clipcleaner_core.train.config import BACKBONES, DEVICES, TrainConfig
+from clipcleaner_core.train.config import BACKBONES, DEVICES, PRESET_ALIASES, TRAIN_PRESETS, TrainConfig
 
 log = logging.getLogger(__name__)
 
 EXIT_CANCELLED = 143
 # flag -> TrainConfig field, for the flags that map one to one
 _FIELDS = {
-    "data": "data", "model": "model", "pretrained": "pretrained", "backbone": "backbone",
+    "data": "data", "noise": "noise", "model": "model", "pretrained": "pretrained", "backbone": "backbone",
     "selection": "selection", "preset": "preset", "epochs": "epochs", "batch_size": "batch_size",
     "lr": "lr", "beta": "beta", "theta_r": "theta_r", "theta_r2": "theta_r2",
     "holdout": "holdout", "hidden": "hidden", "image_size": "image_size",
@@ -37,6 +37,8 @@ _FIELDS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The train command's flags; every default is None so a --config file can fill it."""
     parser.add_argument("--data", metavar="SPEC", help="'demo', an ImageFolder, a manifest or a CIFAR folder")
+    parser.add_argument("--noise", metavar="MODE:RATE[:SEED]",
+                        help="apply the synthetic noise the selection was made on (sym:0.4, file:PATH)")
     parser.add_argument("--model", help="embedding model for the heads and the default selection "
                         "('pixels' or an open_clip name); default pixels")
     parser.add_argument("--pretrained", metavar="TAG|PATH", help="open_clip weights tag or local file")
@@ -49,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "trains on the clean set only")
     parser.add_argument("--all-labels", action="store_true", default=None,
                         help="train on every given label (the baseline)")
-    parser.add_argument("--preset", help="cifar10, cifar100, animal10n, red-mini-imagenet, webvision")
+    parser.add_argument("--preset", choices=sorted(TRAIN_PRESETS) + sorted(PRESET_ALIASES),
+                        help="the paper's settings for a dataset")
     parser.add_argument("--config", metavar="cfg.json", help="a TrainConfig JSON (e.g. a run's config.json)")
     parser.add_argument("--out", metavar="RUN_DIR", help="run folder (default: cache/runs/<hash>)")
     parser.add_argument("--device", choices=DEVICES)

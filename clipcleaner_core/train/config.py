@@ -40,19 +40,31 @@ RESUME_FREE_FIELDS = ("epochs", "device", "num_workers", "resume")
 RUN_INFO_KEYS = ("test_labels", "run")
 
 
+# Preset names used elsewhere (the selection presets name the CIFAR noise type) -> ours.
+PRESET_ALIASES = {"cifar10-sym": "cifar10", "cifar100-sym": "cifar100"}
+
+
 def _load_train_presets() -> dict[str, dict]:
     """Training presets: ``clipcleaner_core.selection.TRAIN_PRESETS`` when present, else the paper's."""
     try:
-        from clipcleaner_core.selection import TRAIN_PRESETS  # type: ignore[attr-defined]
+        from clipcleaner_core.selection import TRAIN_PRESETS as shared
     except ImportError:
-        return _PAPER_TRAIN_PRESETS
-    presets = {}
-    for name, values in TRAIN_PRESETS.items():
+        return dict(_PAPER_TRAIN_PRESETS)
+    presets = dict(_PAPER_TRAIN_PRESETS)
+    for name, values in shared.items():
         if dataclasses.is_dataclass(values):
             values = dataclasses.asdict(values)
-        values = {k: v for k, v in dict(values).items() if k in _PRESET_KEYS}
-        presets[name] = {**_PAPER_TRAIN_PRESETS.get(name, _PAPER_TRAIN_PRESETS["cifar10"]), **values}
-    return presets or _PAPER_TRAIN_PRESETS
+        values = dict(values)
+        if "batch" in values:
+            values["batch_size"] = values.pop("batch")
+        name = PRESET_ALIASES.get(name, name)
+        base = _PAPER_TRAIN_PRESETS.get(name, _PAPER_TRAIN_PRESETS["cifar10"])
+        presets[name] = {**base, **{k: v for k, v in values.items() if k in _PRESET_KEYS}}
+    return presets
+
+
+def canonical_preset(name: str | None) -> str | None:
+    return PRESET_ALIASES.get(name, name) if name else name
 
 
 TRAIN_PRESETS = _load_train_presets()
@@ -64,6 +76,8 @@ class TrainConfig:
 
     Attributes:
         data: dataset spec ("demo", a folder, a manifest, a CIFAR folder).
+        noise: synthetic label noise to apply first ("sym:0.4", "asym:0.2:1", "file:PATH"), as
+            the selection was made on; None for the dataset's own labels.
         model: embedding model used by the linear / MLP heads and the default selection
             ("pixels" or an open_clip model name); ``pretrained`` its weights tag or local file.
         backbone: one of ``BACKBONES``.
@@ -82,6 +96,7 @@ class TrainConfig:
     """
 
     data: str = "demo"
+    noise: str | None = None
     model: str = "pixels"
     pretrained: str | None = None
     backbone: str = "linear"
@@ -140,7 +155,7 @@ def default_preset(dataset_kind: str | None) -> str | None:
 def resolve_config(config: TrainConfig, *, dataset_kind: str | None = None) -> TrainConfig:
     """Fill every ``None`` schedule field from the preset and backbone; validate the result."""
     _validate(config)
-    preset_name = config.preset or default_preset(dataset_kind)
+    preset_name = canonical_preset(config.preset) or default_preset(dataset_kind)
     base = dict(TRAIN_PRESETS.get(preset_name) or _PAPER_TRAIN_PRESETS["cifar10"])
     if config.backbone in HEAD_BACKBONES:
         base.update(HEAD_DEFAULTS)
@@ -176,7 +191,7 @@ def _validate(config: TrainConfig) -> None:
         raise ValueError(f"unknown training mode {config.mode!r}; choose one of {list(MODES)}")
     if config.device not in DEVICES:
         raise ValueError(f"unknown device {config.device!r}; choose one of {list(DEVICES)}")
-    if config.preset is not None and config.preset not in TRAIN_PRESETS:
+    if config.preset is not None and canonical_preset(config.preset) not in TRAIN_PRESETS:
         raise ValueError(f"unknown preset {config.preset!r}; choose one of {sorted(TRAIN_PRESETS)}")
     if config.epochs is not None and config.epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {config.epochs}")

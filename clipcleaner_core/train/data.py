@@ -210,8 +210,9 @@ def _selection_values(config) -> dict:
     fields = {f.name for f in dataclasses.fields(selection.SelectionConfig)}
     values: dict = {}
     presets = getattr(selection, "PRESETS", {})
-    if config.preset in presets:
-        preset = presets[config.preset]
+    name = next((p for p in (config.preset, f"{config.preset}-sym") if p in presets), None)
+    if name is not None:
+        preset = presets[name]
         values = dataclasses.asdict(preset) if dataclasses.is_dataclass(preset) else dict(preset)
     if config.selection:
         recipe = json.loads(Path(config.selection).read_text(encoding="utf-8"))

@@ -101,6 +101,7 @@ def train(
             from clipcleaner_core.data import load_dataset
 
             dataset = load_dataset(config.data)
+        dataset = _with_noise(dataset, config.noise)
         config = resolve_config(config, dataset_kind=dataset.kind)
         data = _load_in_rank_order(ctx, config, dataset, features, selection, cache_root)
         folder = Path(run_dir) if run_dir is not None else default_run_dir(config, dataset.fingerprint())
@@ -120,6 +121,16 @@ def train(
                 handler.close()
     finally:
         ctx.close()
+
+
+def _with_noise(dataset, noise: str | None):
+    """The dataset with the synthetic noise the selection was made on (unless already applied)."""
+    if not noise or dataset.noise is not None:
+        return dataset
+    from clipcleaner_core.data import apply_noise, parse_noise_spec
+
+    spec = parse_noise_spec(noise)
+    return dataset if spec is None else apply_noise(dataset, spec)
 
 
 def _load_in_rank_order(ctx, config, dataset, features, selection, cache_root) -> TrainData:
