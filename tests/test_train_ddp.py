@@ -58,3 +58,39 @@ def test_two_cpu_processes_train_one_run_and_agree(tmp_path):
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["run"]["world_size"] == 2
     assert not list((tmp_path / "run").glob("*.tmp"))
+
+
+STOP_SCRIPT = textwrap.dedent("""
+    import sys
+    from clipcleaner_core.train import TrainConfig, train
+    from clipcleaner_core.train.cli import EXIT_CANCELLED, _StopFlag
+    from train_helpers import blobs
+
+    dataset, features, table = blobs(n=2000)
+    stop = _StopFlag()
+    stop.install()
+    result = train(TrainConfig(data="blobs", epochs=100000, device="cpu"), run_dir=sys.argv[1],
+                   dataset=dataset, features=features, selection=table, cancel=stop)
+    sys.exit(0 if result.state == "finished" else EXIT_CANCELLED)
+""")
+
+
+def test_sigterm_stops_between_batches_and_marks_the_run_cancelled(tmp_path):
+    import time
+
+    script = tmp_path / "stop.py"
+    script.write_text(STOP_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "run")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while not metrics.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, output[-2000:]
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "cancelled" and status["epoch"] >= 1
+    lines = metrics.read_text().splitlines()
+    assert len(lines) == status["epoch"]  # every finished epoch is logged, nothing partial
