@@ -144,7 +144,8 @@ def _load_in_rank_order(ctx, config, dataset, features, selection, cache_root) -
     return data
 
 
-def _run(ctx, config, data, run, progress, cancel) -> RunResult:
+def _build(ctx, config, data):
+    """A seeded fresh model on the device, its SGD optimizer and (CUDA only) gradient scaler."""
     torch.manual_seed(config.seed)
     model = build_model(config.backbone, num_classes=data.num_classes, feature_dim=data.feature_dim,
                         hidden=config.hidden, backbone_weights=config.backbone_weights)
@@ -153,24 +154,25 @@ def _run(ctx, config, data, run, progress, cancel) -> RunResult:
     model.to(ctx.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)
-    use_amp = config.amp and ctx.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and ctx.device.type == "cuda")
+    return model, optimizer, scaler
+
+
+def _run(ctx, config, data, run, progress, cancel) -> RunResult:
+    model, optimizer, scaler = _build(ctx, config, data)
+    use_amp = scaler.is_enabled()
     state = _State(0, data.s0_mask.copy(), data.s0_labels.copy())
-    if config.mode == "all":
-        state.in_set[:] = True
     state, metrics = _maybe_resume(config, run, model, optimizer, scaler, state)
     resumed_from = state.epoch
-    config_values = {**dataclasses.asdict(config), "test_labels": data.test_labels_kind,
-                     "run": {**data.describe(), "world_size": ctx.world_size,
-                             "torch": torch.__version__}}
-    run.write_config(config_values)
+    run.write_config({**dataclasses.asdict(config), "test_labels": data.test_labels_kind,
+                      "run": {**data.describe(), "world_size": ctx.world_size,
+                              "torch": torch.__version__}})
     ddp_model = ctx.wrap(model)
-    train_batches = Batches(data.train_inputs, device=ctx.device, image_size=config.image_size,
-                            train=True, num_workers=config.num_workers)
-    eval_train = Batches(data.train_inputs, device=ctx.device, image_size=config.image_size,
-                         train=False, num_workers=config.num_workers)
-    eval_test = Batches(data.test_inputs, device=ctx.device, image_size=config.image_size,
-                        train=False, num_workers=config.num_workers)
+    train_batches, eval_train, eval_test = (
+        Batches(inputs, device=ctx.device, image_size=config.image_size, train=is_train,
+                num_workers=config.num_workers)
+        for inputs, is_train in ((data.train_inputs, True), (data.train_inputs, False),
+                                 (data.test_inputs, False)))
     steps = max(1, len(data.given_labels) // config.batch_size)
     log.info("training %s (%s) on %d rows, S0 %d, test %d (%s labels), %d epochs x %d steps",
              config.backbone, config.mode, len(data.given_labels), int(data.s0_mask.sum()),
@@ -195,13 +197,17 @@ def _run(ctx, config, data, run, progress, cancel) -> RunResult:
         run.write_status("failed", epoch=state.epoch, epochs=config.epochs,
                          message=str(exc) or type(exc).__name__)
         raise
-    accs = [m["test_acc"] for m in metrics]
-    run.write_status(state_name, epoch=state.epoch, epochs=config.epochs,
-                     best_test_acc=max(accs) if accs else None)
+    return _finish(run, config, data, state, metrics, state_name, resumed_from)
+
+
+def _finish(run, config, data, state, metrics, state_name, resumed_from) -> RunResult:
+    accs = [m["test_acc"] for m in metrics if m["test_acc"] is not None]
+    best = max(accs) if accs else None
+    run.write_status(state_name, epoch=state.epoch, epochs=config.epochs, best_test_acc=best)
     log.info("run %s after %d epoch(s); best test accuracy %s", state_name, state.epoch,
-             f"{max(accs):.4f}" if accs else "n/a")
-    return RunResult(run.path, state_name, state.epoch, max(accs) if accs else None,
-                     accs[-1] if accs else None, metrics, config, data.test_labels_kind, resumed_from)
+             "n/a" if best is None else f"{best:.4f}")
+    return RunResult(run.path, state_name, state.epoch, best, accs[-1] if accs else None, metrics,
+                     config, data.test_labels_kind, resumed_from)
 
 
 def _train_epoch(ctx, config, model, optimizer, scaler, state, batches_of, steps, run, progress,
