@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from dataclasses import dataclass, field
 
 import streamlit as st
@@ -78,17 +79,35 @@ def _prepared_key(settings: ActiveSettings) -> str:
     }, sort_keys=True)
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _prepare(key: str, _settings: ActiveSettings, _progress=None, _cancel=None) -> Prepared:
-    return prepare(_load_dataset(_settings.dataset_key()), _settings.encoder,
-                   prompts=_settings.prompts, scoring=_settings.scoring,
-                   progress=_progress, cancel=_cancel)
+_PREPARED_ENTRIES = 4
+
+
+@st.cache_resource(show_spinner=False)
+def _prepared_store() -> tuple[dict, threading.Lock]:
+    """Process-wide {key: Prepared} (most recent last) and its lock.
+
+    A plain dict rather than ``st.cache_resource`` on the computation itself: the progress callback
+    draws into the caller's progress bar, and Streamlit cannot replay such elements on a cache hit.
+    """
+    return {}, threading.Lock()
 
 
 def prepared(progress=None, cancel=None) -> Prepared:
     """The active :class:`~clipcleaner_core.pipeline.Prepared` fit (cached; may raise CLIPCleanerError)."""
     settings = active()
-    return _prepare(_prepared_key(settings), settings, progress, cancel)
+    key = _prepared_key(settings)
+    store, lock = _prepared_store()
+    with lock:
+        if key in store:
+            store[key] = store.pop(key)
+            return store[key]
+        value = prepare(_load_dataset(settings.dataset_key()), settings.encoder,
+                        prompts=settings.prompts, scoring=settings.scoring,
+                        progress=progress, cancel=cancel)
+        store[key] = value
+        while len(store) > _PREPARED_ENTRIES:
+            store.pop(next(iter(store)))
+        return value
 
 
 def result() -> Result:
