@@ -68,3 +68,16 @@ def test_cli_trains_the_demo_from_an_exported_score_table(demo, tmp_path, capsys
     assert summary["state"] == "finished" and summary["epochs"] == 3
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and rows[0]["train_set_size"] >= int(table["is_clean"].sum() * 0.7)
+
+
+def test_recipe_thresholds_are_read_from_an_exported_recipe(tmp_path):
+    pytest.importorskip("clipcleaner_core.selection")
+    from clipcleaner_core.train.data import _selection_values
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"format": "clipcleaner-recipe", "settings": {
+        "encoder": {"model": "pixels"}, "selection": {"theta_gmm": 0.3, "theta_cons": 0.9,
+                                                      "use_zs_loss": False}}}))
+    values = _selection_values(TrainConfig(selection=str(recipe), preset="webvision"))
+    assert values["theta_gmm"] == 0.3 and values["theta_cons"] == 0.9 and not values["use_zs_loss"]
+    assert _selection_values(TrainConfig(preset="webvision"))["theta_cons"] == 1.0

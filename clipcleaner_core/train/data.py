@@ -216,7 +216,8 @@ def _selection_values(config) -> dict:
         values = dataclasses.asdict(preset) if dataclasses.is_dataclass(preset) else dict(preset)
     if config.selection:
         recipe = json.loads(Path(config.selection).read_text(encoding="utf-8"))
-        found = recipe.get("selection", recipe.get("selection_config", recipe))
+        settings = recipe.get("settings", recipe)  # an exported recipe keeps them under "settings"
+        found = settings.get("selection", settings)
         values.update(found if isinstance(found, dict) else {})
     return {k: v for k, v in values.items() if k in fields}
 
