@@ -1,0 +1,31 @@
+"""CLIPCleaner: find wrong labels in an image dataset with CLIP.
+
+Run with ``streamlit run app.py``. This file is only the router: it lists the pages, draws the
+shared sidebar and the encoder banner, and runs the page the user picked (Tune by default, which
+opens on the built-in demo, already scored).
+"""
+import streamlit as st
+
+from ui import state, widgets
+
+st.set_page_config(page_title="CLIPCleaner", page_icon=":material/label_off:", layout="wide")
+
+pages = {
+    "Prepare": [
+        st.Page("pages/1_dataset.py", title="Dataset", icon=":material/folder_open:"),
+        st.Page("pages/2_embed.py", title="Embed", icon=":material/memory:"),
+    ],
+    "Clean": [
+        st.Page("pages/3_tune.py", title="Tune", icon=":material/tune:", default=True),
+        st.Page("pages/4_inspect.py", title="Inspect", icon=":material/image_search:"),
+    ],
+    "Use": [
+        st.Page("pages/5_export.py", title="Export", icon=":material/download:"),
+        st.Page("pages/6_train.py", title="Train", icon=":material/model_training:"),
+    ],
+}
+
+page = st.navigation(pages)
+state.sidebar()
+widgets.encoder_banner()
+page.run()
