@@ -120,3 +120,14 @@ def test_reviewer_drops_are_left_out_and_relabels_used(tmp_path):
     assert len(data.test_labels) == 200 - len(train_rows)
     row = int(np.flatnonzero(data.index == fixed)[0])
     assert data.s0_mask[row] and data.s0_labels[row] == new_label
+
+
+def test_a_run_that_cannot_start_says_failed_in_its_status(tmp_path):
+    from clipcleaner_core.errors import DataError
+
+    dataset, features, table = blobs(n=100)
+    with pytest.raises(DataError, match="is_clean"):
+        train(TrainConfig(data="blobs", epochs=1), run_dir=tmp_path / "r", dataset=dataset,
+              features=features, selection=table.drop(columns="is_clean"))
+    status = RunDir(tmp_path / "r").read_status()
+    assert status["state"] == "failed" and "is_clean" in status["message"]

@@ -96,14 +96,17 @@ def train(
             (the last finished epoch stays the resume point) and returns state "cancelled".
     """
     ctx = Distributed.setup(config.device)
+    early = RunDir(run_dir, writer=ctx.is_main) if run_dir is not None else None
     try:
-        if dataset is None:
-            from clipcleaner_core.data import load_dataset
-
-            dataset = load_dataset(config.data)
-        dataset = _with_noise(dataset, config.noise)
-        config = resolve_config(config, dataset_kind=dataset.kind)
-        data = _load_in_rank_order(ctx, config, dataset, features, selection, cache_root)
+        try:
+            if early is not None:  # the UI sees the run while it embeds and selects
+                early.write_status("running", epoch=0, epochs=config.epochs or 0, stage="preparing")
+            dataset, config, data = _prepare(ctx, config, dataset, features, selection, cache_root)
+        except BaseException as exc:
+            if early is not None:
+                early.write_status("failed", epoch=0, epochs=config.epochs or 0,
+                                   message=str(exc) or type(exc).__name__)
+            raise
         folder = Path(run_dir) if run_dir is not None else default_run_dir(config, dataset.fingerprint())
         run = RunDir(folder, writer=ctx.is_main)
         package_log, level = logging.getLogger("clipcleaner_core"), None
@@ -121,6 +124,17 @@ def train(
                 handler.close()
     finally:
         ctx.close()
+
+
+def _prepare(ctx, config, dataset, features, selection, cache_root):
+    """(dataset, resolved config, TrainData): load, add noise, resolve, select."""
+    if dataset is None:
+        from clipcleaner_core.data import load_dataset
+
+        dataset = load_dataset(config.data)
+    dataset = _with_noise(dataset, config.noise)
+    config = resolve_config(config, dataset_kind=dataset.kind)
+    return dataset, config, _load_in_rank_order(ctx, config, dataset, features, selection, cache_root)
 
 
 def _with_noise(dataset, noise: str | None):
