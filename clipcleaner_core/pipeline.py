@@ -230,6 +230,8 @@ def select_samples(
     metrics = selection_metrics(clean_mask, prepared.labels, prepared.true_labels,
                                 table["label_score"].to_numpy())
     per_class = per_class_table(clean_mask, prepared.labels, prepared.true_labels,
-                                class_names=prepared.dataset.class_names)
+                                num_classes=prepared.dataset.num_classes)
+    names = np.asarray(prepared.dataset.class_names, dtype=object)
+    per_class.insert(1, "class_name", names[per_class["class"].to_numpy(dtype=int)])
     return Result(selection=selection, table=table, metrics=metrics, per_class=per_class,
                   config=config)
