@@ -1,0 +1,169 @@
+"""Inspect: review the flagged images page by page — keep, drop or relabel them, with undo.
+
+Every decision is written to the catalogue at once, so it survives a browser refresh and an app
+restart, and the export and training pages see it.
+"""
+import numpy as np
+import streamlit as st
+
+from clipcleaner_core.errors import CLIPCleanerError
+from ui import state, widgets
+
+SHOW = ("flagged", "flagged, not reviewed", "reviewed", "all samples")
+SCORE_NAMES = {"zs_loss": "zero-shot loss", "zs_consistency": "zero-shot consistency",
+               "lr_loss": "probe loss", "lr_consistency": "probe consistency"}
+COLUMNS = 6
+DECISION_BADGES = {"keep": ":green-badge[kept]", "drop": ":red-badge[dropped]", "relabel": ":blue-badge[relabelled]"}
+
+
+def load():
+    try:
+        return state.prepared(), state.result()
+    except CLIPCleanerError as exc:
+        state.show_error(exc)
+        st.stop()
+
+
+def record(rows, what):
+    """Write decisions [(index, decision, label|None)] to the catalogue at once."""
+    fingerprint = state.dataset().fingerprint()
+    state.catalogue().record_decisions(fingerprint, [(int(i), d, None if l is None else int(l)) for i, d, l in rows])
+    st.toast(f"Saved: {what}.", icon=":material/check:")
+
+
+def undo():
+    fingerprint = state.dataset().fingerprint()
+    if state.catalogue().undo_last(fingerprint):
+        st.toast("Undid the last decision.", icon=":material/undo:")
+    else:
+        st.toast("Nothing to undo.")
+
+
+def filters(names, enabled):
+    """The filter row; returns the chosen options."""
+    show_col, given_col, suggested_col, by_col, sort_col = st.columns([2, 2, 2, 2, 1])
+    return {
+        "show": show_col.selectbox("Show", SHOW, key="inspect_show"),
+        "given": given_col.multiselect("Given class", range(len(names)), format_func=names.__getitem__,
+                                       key="inspect_given", placeholder="any"),
+        "suggested": suggested_col.multiselect("Suggested class", range(len(names)),
+                                               format_func=names.__getitem__, key="inspect_suggested",
+                                               placeholder="any"),
+        "flagged_by": by_col.multiselect("Flagged by", enabled, format_func=lambda s: SCORE_NAMES.get(s, s),
+                                         key="inspect_flagged_by", placeholder="any enabled score"),
+        "ascending": sort_col.radio("Label score", ("lowest first", "highest first"), key="inspect_sort")
+        == "lowest first",
+    }
+
+
+def matching_rows(result, chosen):
+    """Table rows passing the filters, sorted by label score."""
+    table = result.table
+    flagged = ~np.asarray(result.selection.clean_mask, dtype=bool)
+    reviewed = table["review_decision"].notna().to_numpy()
+    keep = {"flagged": flagged, "flagged, not reviewed": flagged & ~reviewed,
+            "reviewed": reviewed, "all samples": np.ones(len(table), dtype=bool)}[chosen["show"]].copy()
+    if chosen["given"]:
+        keep &= table["given_label"].isin(chosen["given"]).to_numpy()
+    if chosen["suggested"]:
+        keep &= table["suggested_label"].isin(chosen["suggested"]).to_numpy()
+    for name in chosen["flagged_by"]:
+        keep &= np.asarray(result.selection.flagged_by[name], dtype=bool)
+    rows = np.flatnonzero(keep)
+    order = np.argsort(table["label_score"].to_numpy()[rows], kind="stable")
+    return rows[order] if chosen["ascending"] else rows[order[::-1]]
+
+
+def pager(count):
+    """Page size and number; returns the slice of matching rows to draw."""
+    size_col, page_col, info_col = st.columns([1, 1, 4])
+    size = size_col.selectbox("Per page", (12, 24, 48), index=1, key="inspect_page_size")
+    pages = max(1, -(-count // size))
+    page = page_col.number_input("Page", 1, pages, key="inspect_page") if pages > 1 else 1
+    start = (min(page, pages) - 1) * size
+    info_col.caption(f"{count:,} samples match · page {min(page, pages)} of {pages}")
+    return slice(start, start + size)
+
+
+def page_actions(page_rows, table):
+    """Buttons acting on the whole page, and undo."""
+    indices = table["index"].to_numpy()[page_rows]
+    suggested = table["suggested_label"].to_numpy()[page_rows]
+    keep_col, drop_col, relabel_col, undo_col = st.columns(4)
+    keep_col.button("Keep all on page", key="inspect_keep_page", disabled=not len(indices), width="stretch",
+                    on_click=record, args=([(i, "keep", None) for i in indices], f"kept {len(indices)}"))
+    drop_col.button("Drop all on page", key="inspect_drop_page", disabled=not len(indices), width="stretch",
+                    on_click=record, args=([(i, "drop", None) for i in indices], f"dropped {len(indices)}"))
+    relabel_col.button("Relabel page to suggestions", key="inspect_relabel_page", disabled=not len(indices),
+                       width="stretch", on_click=record,
+                       args=([(i, "relabel", s) for i, s in zip(indices, suggested)], f"relabelled {len(indices)}"))
+    undo_col.button("Undo last", key="inspect_undo", icon=":material/undo:", width="stretch", on_click=undo)
+
+
+def card_text(row, names, flagged_by):
+    given, suggested = names[int(row.given_label)], names[int(row.suggested_label)]
+    lines = [f"**#{int(row.index)}** · given **{given}** → suggested **{suggested}**",
+             f"label score {row.label_score:.3f}"]
+    scores = [f"{label} {getattr(row, column):.2f}" for column, label in
+              (("zs_consistency", "zs cons"), ("lr_consistency", "probe cons")) if np.isfinite(getattr(row, column))]
+    if scores:
+        lines.append(" · ".join(scores))
+    if flagged_by:
+        lines.append("flagged by " + ", ".join(SCORE_NAMES.get(s, s) for s in flagged_by))
+    decision = row.review_decision if isinstance(row.review_decision, str) else None
+    if decision:
+        final = names[int(row.final_label)] if decision == "relabel" else ""
+        lines.append(f"{DECISION_BADGES.get(decision, decision)} {final}")
+    return "  \n".join(lines)
+
+
+def card(dataset, row, names, flagged_by):
+    """One sample: image, labels, scores and its keep / drop / relabel actions."""
+    index, suggested = int(row.index), int(row.suggested_label)
+    pixels, reason = widgets.thumbnail(dataset, index, px=128)
+    if pixels is None:
+        st.warning(f"unreadable: {reason}")
+    else:
+        st.image(pixels, width="stretch")
+    st.markdown(card_text(row, names, flagged_by))
+    keep_col, drop_col = st.columns(2)
+    keep_col.button("Keep", key=f"inspect_keep_{index}", width="stretch",
+                    on_click=record, args=([(index, "keep", None)], f"kept #{index}"))
+    drop_col.button("Drop", key=f"inspect_drop_{index}", width="stretch",
+                    on_click=record, args=([(index, "drop", None)], f"dropped #{index}"))
+    st.button(f"Relabel → {names[suggested]}", key=f"inspect_relabel_{index}", width="stretch",
+              disabled=suggested == int(row.given_label),
+              on_click=record, args=([(index, "relabel", suggested)], f"relabelled #{index} to {names[suggested]}"))
+    with st.popover("Relabel to…", width="stretch"):
+        target = st.selectbox("Class", range(len(names)), index=suggested, format_func=names.__getitem__,
+                              key=f"inspect_target_{index}")
+        st.button("Apply", key=f"inspect_apply_{index}", on_click=record,
+                  args=([(index, "relabel", target)], f"relabelled #{index} to {names[target]}"))
+
+
+def grid(dataset, table, page_rows, names, result):
+    enabled = list(result.selection.enabled)
+    flagged_by = {name: np.asarray(result.selection.flagged_by[name], dtype=bool) for name in enabled}
+    records = list(table.iloc[page_rows].itertuples(index=False))
+    for start in range(0, len(records), COLUMNS):
+        for cell, row_number, row in zip(st.columns(COLUMNS), page_rows[start:start + COLUMNS],
+                                         records[start:start + COLUMNS]):
+            with cell, st.container(border=True):
+                card(dataset, row, names, [n for n in enabled if flagged_by[n][row_number]])
+
+
+st.title("Inspect flagged samples")
+st.caption("Review the samples the selection flagged. Keep overrides the flag, drop removes the sample, "
+           "relabel sets a new label; every decision is saved at once and can be undone.")
+prepared, result = load()
+names = list(prepared.dataset.class_names)
+decided = int(result.table["review_decision"].notna().sum())
+st.markdown(f"{result.metrics['flagged']:,} samples flagged · {decided:,} reviewed")
+chosen = filters(names, list(result.selection.enabled))
+rows = matching_rows(result, chosen)
+page_rows = rows[pager(len(rows))]
+page_actions(page_rows, result.table)
+if len(page_rows):
+    grid(prepared.dataset, result.table, page_rows, names, result)
+else:
+    st.info("No samples match these filters.")

@@ -1,0 +1,64 @@
+"""The Inspect page: flagged cards, and review decisions that outlive the session, with undo."""
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from clipcleaner_core.data import load_dataset
+from clipcleaner_core.store import Catalogue
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def open_inspect() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.session_state["tune_show_map"] = False
+    at.run()
+    at.switch_page("pages/4_inspect.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def relabel_buttons(at: AppTest):
+    return [b for b in at.button if (b.key or "").startswith("inspect_relabel_") and b.key[16:].isdigit()
+            and not b.disabled]
+
+
+def decisions():
+    return Catalogue().decisions(load_dataset("demo").fingerprint())
+
+
+def test_inspect_shows_a_page_of_flagged_cards():
+    at = open_inspect()
+    cards = [b for b in at.button if (b.key or "").startswith("inspect_keep_") and b.key[13:].isdigit()]
+    assert 0 < len(cards) <= 24
+    assert any("flagged by" in m.value for m in at.markdown)
+
+
+def test_relabel_is_saved_seen_by_a_new_session_and_undone():
+    at = open_inspect()
+    button = relabel_buttons(at)[0]
+    index = int(button.key.rsplit("_", 1)[1])
+    button.click().run()
+    assert not at.exception
+    saved = decisions().set_index("index")
+    assert saved.loc[index, "decision"] == "relabel"
+
+    fresh = open_inspect()  # a new browser session
+    fresh.selectbox(key="inspect_show").set_value("reviewed").run()
+    texts = " ".join(m.value for m in fresh.markdown)
+    assert f"#{index}**" in texts and "relabelled" in texts
+
+    fresh.button(key="inspect_undo").click().run()
+    assert index not in set(decisions()["index"])
+
+
+def test_filter_by_given_class_and_page_actions():
+    at = open_inspect()
+    at.multiselect(key="inspect_given").set_value([2]).run()
+    texts = [m.value for m in at.markdown if "given **" in m.value]
+    assert texts and all("given **2**" in t for t in texts)
+    before = len(decisions())
+    at.button(key="inspect_keep_page").click().run()
+    assert len(decisions()) == before + len(texts)
+    at.button(key="inspect_undo").click().run()
+    assert len(decisions()) == before
