@@ -157,7 +157,7 @@ def _running_jobs() -> None:
     if jobs is None or len(jobs) == 0:
         return
     rows = jobs.to_dict("records") if hasattr(jobs, "to_dict") else list(jobs)
-    running = [j for j in rows if j.get("status") in ("running", "queued")]
+    running = [j for j in rows if j.get("status") in ("queued", "starting", "running", "cancelling")]
     if running:
         st.caption("Jobs")
         for job in running:
