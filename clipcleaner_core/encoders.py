@@ -108,9 +108,13 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
 
 def _versions() -> dict:
-    import open_clip
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"torch": torch.__version__.split("+")[0], "open_clip": open_clip.__version__}
+    try:
+        open_clip_version = version("open_clip_torch")
+    except PackageNotFoundError:
+        open_clip_version = None
+    return {"torch": torch.__version__.split("+")[0], "open_clip": open_clip_version}
 
 
 def _identity(spec: EncoderSpec, source: WeightsSource, preprocess: dict, precision: str) -> dict:

@@ -1,0 +1,277 @@
+"""Embed a dataset's images (and prompt texts) once, cached by content, resumable and cancellable.
+
+``embed_dataset`` writes ``<cache>/embeddings/<key>/features.npy`` (N, D) float32, L2-normalised,
+memory-mappable, plus ``valid.npy`` and a JSON sidecar, where ``key`` hashes the dataset's content
+fingerprint and everything the encoder's output depends on (model, weights identity,
+preprocessing, precision, library versions). Work is done in fixed-size chunks, each written
+atomically under ``chunks/``; an interrupted or cancelled run resumes from the last complete chunk.
+A file lock makes a second writer wait and then reuse the first writer's result.
+
+DataLoader workers decode and preprocess (one torch thread each) while the main process runs the
+model under ``torch.inference_mode``. An image that fails to decode does not stop the run: its row
+is zeros, ``valid`` is False, and it is listed in ``bad_files`` with the reason.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from clipcleaner_core import atomic
+from clipcleaner_core.encoders import Encoder, EncoderSpec, encoder_identity, load_encoder
+from clipcleaner_core.errors import Cancelled, CLIPCleanerError, DataError
+from clipcleaner_core.paths import cache_dir
+from clipcleaner_core.weights import resolve_weights
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+FEATURES_NAME = "features.npy"
+VALID_NAME = "valid.npy"
+BAD_FILE_COLUMNS = ("index", "path", "reason")
+Progress = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingSet:
+    """Cached image embeddings of one dataset under one encoder.
+
+    Attributes:
+        key: content key (folder name under ``<cache>/embeddings``).
+        folder: the folder holding ``features.npy``, ``valid.npy`` and the sidecar.
+        image_features: (N, D) float32 read-only memmap, rows L2-normalised (zeros where invalid).
+        valid: (N,) bool, False where the image could not be decoded.
+        bad_files: DataFrame(index, path, reason) of the undecodable images.
+        meta: the sidecar (dataset, encoder identity, timings) plus ``reused``: True when this
+            call found the embeddings already cached.
+    """
+
+    key: str
+    folder: Path
+    image_features: np.ndarray
+    valid: np.ndarray
+    bad_files: pd.DataFrame
+    meta: dict
+
+    def __len__(self) -> int:
+        return len(self.valid)
+
+    @property
+    def dim(self) -> int:
+        return int(self.image_features.shape[1])
+
+
+def embedding_key(dataset, encoder_spec: EncoderSpec) -> str:
+    """Content key of ``dataset`` x ``encoder_spec`` (no model is loaded)."""
+    return atomic.hash_json({
+        "format": FORMAT_VERSION,
+        "dataset": dataset.content_fingerprint(),
+        "encoder": encoder_identity(encoder_spec),
+    })[:24]
+
+
+def embed_dataset(
+    dataset,
+    encoder_spec: EncoderSpec,
+    *,
+    cache_root: str | os.PathLike | None = None,
+    batch_size: int = 64,
+    num_workers: int | None = None,
+    chunk_size: int = 1024,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+    allow_download: bool = False,
+) -> EmbeddingSet:
+    """Embed every image of ``dataset`` with ``encoder_spec``, reusing the cache when possible.
+
+    Args:
+        dataset: a :class:`~clipcleaner_core.data.dataset.Dataset` (files or in-memory images).
+        encoder_spec: which encoder; weights must be local unless ``allow_download``.
+        cache_root: cache folder (default :func:`clipcleaner_core.paths.cache_dir`).
+        batch_size: images per model call.
+        num_workers: DataLoader worker processes (None: one per CPU core, at most 8; 0 for
+            datasets of at most one batch).
+        chunk_size: images per resumable chunk file (a resumed run keeps the original size).
+        progress: ``progress(done, total, images_per_s)`` after every batch.
+        cancel: polled after every batch; returning True saves the complete chunks and raises
+            :class:`~clipcleaner_core.errors.Cancelled`. Calling again resumes.
+        allow_download: permit downloading missing weights.
+
+    Returns:
+        :class:`EmbeddingSet` with (N, D) float32 L2-normalised features.
+    """
+    _validate(dataset, batch_size, num_workers, chunk_size)
+    if allow_download and encoder_spec.model != "pixels":
+        resolve_weights(encoder_spec.model, encoder_spec.pretrained, allow_download=True)
+    root = Path(cache_root) if cache_root is not None else cache_dir()
+    key = embedding_key(dataset, encoder_spec)
+    folder = root / "embeddings" / key
+    cached = _load_complete(key, folder)
+    if cached is not None:
+        return cached
+    from filelock import FileLock
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder / ".lock")):
+        cached = _load_complete(key, folder)
+        if cached is not None:
+            return cached
+        options = {"batch_size": batch_size, "num_workers": num_workers, "chunk_size": chunk_size}
+        _compute(dataset, encoder_spec, folder, key, options, progress, cancel)
+    embedding = _load_complete(key, folder, reused=False)
+    _register(root, embedding)
+    return embedding
+
+
+def load_embedding(key: str, *, cache_root: str | os.PathLike | None = None) -> EmbeddingSet:
+    """Open previously computed embeddings by key; raises ``DataError`` when absent."""
+    root = Path(cache_root) if cache_root is not None else cache_dir()
+    embedding = _load_complete(key, root / "embeddings" / key)
+    if embedding is None:
+        raise DataError(f"no complete embeddings with key {key!r} under {root / 'embeddings'}; "
+                        "run the embed step (clipcleaner embed ...) first")
+    return embedding
+
+
+def embed_texts(
+    encoder: Encoder | EncoderSpec,
+    texts: list[str],
+    *,
+    cache_root: str | os.PathLike | None = None,
+    allow_download: bool = False,
+) -> np.ndarray:
+    """(M, D) float32 L2-normalised text features of ``texts``, cached by encoder identity + texts.
+
+    Raises ``CLIPCleanerError`` when the encoder has no text tower (``pixels``).
+    """
+    texts = [str(t) for t in texts]
+    spec = encoder.spec if isinstance(encoder, Encoder) else encoder
+    identity = encoder.identity() if isinstance(encoder, Encoder) else encoder_identity(spec)
+    root = Path(cache_root) if cache_root is not None else cache_dir()
+    path = root / "text_embeddings" / f"{atomic.hash_json({'encoder': identity, 'texts': texts})[:24]}.npy"
+    if path.exists() and atomic.sidecar_path(path).exists():
+        return np.load(path)
+    if not isinstance(encoder, Encoder):
+        encoder = _encoder(spec, allow_download)
+    features = encoder.encode_text(texts).astype(np.float32, copy=False)
+    atomic.save_npy(path, features)
+    atomic.write_sidecar(path, {"encoder": identity, "texts": texts, "created": time.time()})
+    return features
+
+
+# ---- internals -----------------------------------------------------------------------------
+_LOADED: dict = {}
+
+
+def _encoder(spec: EncoderSpec, allow_download: bool) -> Encoder:
+    """The most recently used encoder is kept, so image and text embedding share one load."""
+    if spec not in _LOADED:
+        _LOADED.clear()
+        _LOADED[spec] = load_encoder(spec, allow_download=allow_download)
+    return _LOADED[spec]
+
+
+def _validate(dataset, batch_size, num_workers, chunk_size) -> None:
+    if len(dataset) == 0:
+        raise DataError(f"dataset {dataset.name!r} has no samples to embed")
+    for name, value, low in (("batch_size", batch_size, 1), ("chunk_size", chunk_size, 1),
+                             ("num_workers", 0 if num_workers is None else num_workers, 0)):
+        if not isinstance(value, int) or value < low:
+            raise CLIPCleanerError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _load_complete(key: str, folder: Path, *, reused: bool = True) -> EmbeddingSet | None:
+    features_path = folder / FEATURES_NAME
+    meta = atomic.read_sidecar(features_path)
+    if not meta or not features_path.exists() or not (folder / VALID_NAME).exists():
+        return None
+    bad = pd.DataFrame(meta.get("bad_files", []), columns=list(BAD_FILE_COLUMNS))
+    return EmbeddingSet(
+        key=key, folder=folder, image_features=np.load(features_path, mmap_mode="r"),
+        valid=np.load(folder / VALID_NAME), bad_files=bad.astype({"index": "int64"}),
+        meta={**meta, "reused": reused},
+    )
+
+
+def _compute(dataset, spec, folder, key, options, progress, cancel) -> None:
+    from clipcleaner_core.embed_loader import chunk_plan, encode_chunks, read_chunk
+
+    start = time.perf_counter()
+    chunks = folder / "chunks"
+    chunk_size = chunk_plan(chunks, len(dataset), options["chunk_size"])
+    n_chunks = math.ceil(len(dataset) / chunk_size)
+    pending = [c for c in range(n_chunks) if read_chunk(chunks, c) is None]
+    encoder = _encoder(spec, allow_download=False)
+    if pending:
+        num_workers = options["num_workers"]
+        if num_workers is None:
+            num_workers = 0 if len(dataset) <= options["batch_size"] else min(8, os.cpu_count() or 1)
+        logger.info("embedding %d of %d chunks of %s with %s (%d workers)", len(pending), n_chunks,
+                    dataset.name, encoder.name, num_workers)
+        encode_chunks(dataset, encoder, chunks, pending, chunk_size=chunk_size,
+                      batch_size=options["batch_size"], num_workers=num_workers,
+                      progress=progress, cancel=cancel)
+    elapsed = time.perf_counter() - start
+    meta = {
+        "key": key, "format": FORMAT_VERSION, "n": len(dataset), "dim": encoder.dim,
+        "dataset": {"content_fingerprint": dataset.content_fingerprint(), "name": dataset.name,
+                    "kind": dataset.kind, "spec": dataset.spec},
+        "encoder": encoder.name, "encoder_spec": spec.to_dict(), "identity": encoder.identity(),
+        "has_text": encoder.has_text, "chunk_size": chunk_size, "options": options,
+        "seconds": round(elapsed, 3), "created": time.time(),
+    }
+    _assemble(folder, chunks, n_chunks, encoder.dim, dataset, meta)
+
+
+def _assemble(folder: Path, chunks: Path, n_chunks: int, dim: int, dataset, meta: dict) -> None:
+    """Concatenate the chunk files into features.npy / valid.npy, then write the sidecar last."""
+    from clipcleaner_core.embed_loader import read_chunk
+
+    n = len(dataset)
+    valid = np.ones(n, dtype=bool)
+    bad_rows = []
+    with atomic.atomic_path(folder / FEATURES_NAME) as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
+        row = 0
+        for chunk in range(n_chunks):
+            features, bad = read_chunk(chunks, chunk)
+            out[row:row + len(features)] = features
+            for index, reason in sorted(bad.items()):
+                valid[index] = False
+                bad_rows.append({"index": index, "path": dataset.paths[index], "reason": reason})
+            row += len(features)
+        out.flush()
+        del out
+    atomic.save_npy(folder / VALID_NAME, valid)
+    meta.update(n_valid=int(valid.sum()), bad_files=bad_rows)
+    atomic.write_sidecar(folder / FEATURES_NAME, meta)
+    shutil.rmtree(chunks, ignore_errors=True)
+    if bad_rows:
+        logger.warning("%d image(s) could not be decoded and are marked invalid", len(bad_rows))
+
+
+def _register(root: Path, embedding: EmbeddingSet) -> None:
+    import sqlite3
+
+    from clipcleaner_core.store import Catalogue
+
+    spec = embedding.meta.get("encoder_spec", {})
+    try:
+        Catalogue(root / "catalogue.sqlite").register_embedding(
+            embedding.key, dataset_fp=embedding.meta["dataset"]["content_fingerprint"],
+            model=spec.get("model"), pretrained=spec.get("pretrained"), dim=embedding.dim,
+            n=len(embedding), path=embedding.folder,
+        )
+    except sqlite3.Error as exc:  # the catalogue is an index; the files are the truth
+        logger.warning("could not record embeddings %s in the catalogue: %s", embedding.key, exc)
+
+
+__all__ = ["EmbeddingSet", "embed_dataset", "embed_texts", "embedding_key", "load_embedding"]

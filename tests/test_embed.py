@@ -1,0 +1,157 @@
+"""Embedding: cached by content, resumable after cancel, tolerant of bad files, safe under races."""
+import multiprocessing
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipcleaner_core import embed_loader
+from clipcleaner_core.data.dataset import Dataset
+from clipcleaner_core.embed import embed_dataset, embed_texts, embedding_key, load_embedding
+from clipcleaner_core.encoders import EncoderSpec, load_encoder
+from clipcleaner_core.errors import Cancelled, CLIPCleanerError
+from clipcleaner_core.testing import make_tiny_clip
+
+PIXELS = EncoderSpec(model="pixels")
+
+
+@pytest.fixture(scope="module")
+def tiny_spec(tmp_path_factory):
+    name, weights = make_tiny_clip(tmp_path_factory.mktemp("tiny"))
+    return EncoderSpec(model=name, pretrained=str(weights))
+
+
+def memory_dataset(n=40, seed=0, size=24):
+    rng = np.random.default_rng(seed)
+    return Dataset(name="mem", kind="demo", root=".", class_names=("a", "b", "c"),
+                   labels=rng.integers(0, 3, n), paths=tuple(f"train/{i:05d}" for i in range(n)),
+                   images=rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))
+
+
+def file_dataset(folder, n=12, bad=None):
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(n):
+        path = folder / f"img{i:03d}.png"
+        Image.fromarray(rng.integers(0, 256, (20 + i, 30, 3), dtype=np.uint8)).save(path)
+        paths.append(path.name)
+    for i, content in (bad or {}).items():
+        (folder / paths[i]).write_bytes(content)
+    return Dataset(name="files", kind="imagefolder", root=folder, class_names=("x", "y"),
+                   labels=np.arange(n) % 2, paths=tuple(paths))
+
+
+@pytest.fixture
+def compute_calls(monkeypatch):
+    calls = []
+    real = embed_loader.encode_chunks
+
+    def counting(dataset, encoder, chunks, pending, **kw):
+        calls.append(list(pending))
+        return real(dataset, encoder, chunks, pending, **kw)
+
+    monkeypatch.setattr(embed_loader, "encode_chunks", counting)
+    return calls
+
+
+def test_embeddings_are_cached_by_content_and_reused(tmp_path, compute_calls):
+    dataset = memory_dataset()
+    first = embed_dataset(dataset, PIXELS, cache_root=tmp_path, chunk_size=16)
+    assert first.image_features.shape == (40, 768) and first.image_features.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(first.image_features, axis=1), 1.0, atol=1e-5)
+    assert first.valid.all() and first.bad_files.empty and not first.meta["reused"]
+    relabelled = dataset.replace(labels=(dataset.labels + 1) % 3)  # labels don't change features
+    second = embed_dataset(relabelled, PIXELS, cache_root=tmp_path)
+    assert compute_calls == [[0, 1, 2]] and second.meta["reused"]
+    assert isinstance(second.image_features, np.memmap)
+    np.testing.assert_array_equal(second.image_features, first.image_features)
+    reopened = load_embedding(first.key, cache_root=tmp_path)
+    np.testing.assert_array_equal(reopened.image_features, first.image_features)
+    assert (tmp_path / "embeddings" / first.key / "features.npy.json").exists()
+    with pytest.raises(CLIPCleanerError, match="no complete embeddings"):
+        load_embedding("0" * 24, cache_root=tmp_path)
+
+
+def test_key_changes_with_pixels_and_encoder(tiny_spec):
+    dataset = memory_dataset()
+    other_pixels = memory_dataset(seed=5)
+    assert embedding_key(dataset, PIXELS) != embedding_key(other_pixels, PIXELS)
+    assert embedding_key(dataset, PIXELS) != embedding_key(dataset, tiny_spec)
+
+
+def test_cancelled_run_resumes_only_the_remaining_chunks(tmp_path, tiny_spec, compute_calls):
+    dataset = memory_dataset(n=40)
+    seen = []
+
+    def cancel_after_first_chunk():
+        return len(seen) > 0 and seen[-1] >= 10
+
+    with pytest.raises(Cancelled, match="1 of 4 chunks"):
+        embed_dataset(dataset, tiny_spec, cache_root=tmp_path / "a", chunk_size=10, batch_size=5,
+                      num_workers=0, progress=lambda done, total, rate: seen.append(done),
+                      cancel=cancel_after_first_chunk)
+    seen.clear()
+    resumed = embed_dataset(dataset, tiny_spec, cache_root=tmp_path / "a", chunk_size=10,
+                            batch_size=5, num_workers=0, progress=lambda d, t, r: seen.append(d))
+    assert compute_calls == [[0, 1, 2, 3], [1, 2, 3]] and seen[0] == 10 and seen[-1] == 40
+    straight = embed_dataset(dataset, tiny_spec, cache_root=tmp_path / "b", chunk_size=10,
+                             batch_size=5, num_workers=0)
+    np.testing.assert_array_equal(resumed.image_features, straight.image_features)
+    assert not (resumed.folder / "chunks").exists()
+
+
+def test_undecodable_files_are_marked_invalid_and_the_rest_embedded(tmp_path, tiny_spec):
+    dataset = file_dataset(tmp_path, n=12, bad={3: b"not an image at all", 7: b""})
+    result = embed_dataset(dataset, tiny_spec, cache_root=tmp_path / "cache", batch_size=4,
+                           chunk_size=8, num_workers=2)
+    assert result.valid.tolist() == [i not in (3, 7) for i in range(12)]
+    assert result.bad_files["index"].tolist() == [3, 7]
+    assert result.bad_files["path"].tolist() == ["img003.png", "img007.png"]
+    assert all(result.bad_files["reason"].str.len() > 0)
+    assert not np.any(result.image_features[[3, 7]])
+    encoder = load_encoder(tiny_spec)
+    with Image.open(tmp_path / "img005.png") as image:
+        single = encoder.encode_images(encoder.preprocess(image.convert("RGB"))[None]).numpy()[0]
+    np.testing.assert_allclose(result.image_features[5], single, atol=1e-5)
+
+
+def _embed_in_process(cache_root, queue):
+    result = embed_dataset(memory_dataset(n=60), PIXELS, cache_root=cache_root, chunk_size=7,
+                           batch_size=3, num_workers=0)
+    queue.put((result.meta["reused"], np.asarray(result.image_features).tobytes()))
+
+
+def test_two_concurrent_writers_do_not_corrupt(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    writers = [ctx.Process(target=_embed_in_process, args=(tmp_path, queue)) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    outputs = [queue.get(timeout=120) for _ in writers]
+    for writer in writers:
+        writer.join(timeout=60)
+    assert all(w.exitcode == 0 for w in writers)
+    reference = embed_dataset(memory_dataset(n=60), PIXELS, cache_root=tmp_path / "ref")
+    assert sorted(reused for reused, _ in outputs) == [False, True]  # one computed, one reused
+    assert outputs[0][1] == outputs[1][1] == np.asarray(reference.image_features).tobytes()
+    assert len(list((tmp_path / "embeddings").iterdir())) == 1
+
+
+def test_text_features_are_cached_and_pixels_has_none(tmp_path, tiny_spec, monkeypatch):
+    texts = ["a photo of a cat.", "a photo of a dog.", "a photo of a bird."]
+    first = embed_texts(tiny_spec, texts, cache_root=tmp_path)
+    assert first.shape == (3, 32)
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-5)
+    monkeypatch.setattr(torch.nn.Module, "__call__", lambda *a, **k: pytest.fail("recomputed"))
+    np.testing.assert_array_equal(embed_texts(tiny_spec, texts, cache_root=tmp_path), first)
+    monkeypatch.undo()
+    with pytest.raises(CLIPCleanerError, match="no text tower"):
+        embed_texts(PIXELS, texts, cache_root=tmp_path)
+
+
+def test_bad_options_are_refused(tmp_path):
+    with pytest.raises(CLIPCleanerError, match="batch_size"):
+        embed_dataset(memory_dataset(), PIXELS, cache_root=tmp_path, batch_size=0)
+    with pytest.raises(CLIPCleanerError, match="no samples"):
+        embed_dataset(memory_dataset(n=0), PIXELS, cache_root=tmp_path)
