@@ -93,7 +93,7 @@ def build_argv(settings, config: TrainConfig, mode: str, selection: str, run_dir
         argv += ["--pretrained", settings.encoder.pretrained]
     if settings.noise is not None and "--noise" in flags:
         noise = settings.noise
-        argv += ["--noise", noise.path if noise.mode == "file" else f"{noise.mode}:{noise.rate:g}:{noise.seed}"]
+        argv += ["--noise", f"file:{noise.path}" if noise.mode == "file" else f"{noise.mode}:{noise.rate:g}:{noise.seed}"]
     if mode == "all" and not baseline_by_table(settings):
         argv += ["--all-labels"]
     else:  # a baseline by table marks every row clean with its given label: it trains on exactly them
