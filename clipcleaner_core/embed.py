@@ -109,8 +109,7 @@ def embed_dataset(
         :class:`EmbeddingSet` with (N, D) float32 L2-normalised features.
     """
     _validate(dataset, batch_size, num_workers, chunk_size)
-    if allow_download and encoder_spec.model != "pixels":
-        resolve_weights(encoder_spec.model, encoder_spec.pretrained, allow_download=True)
+    _fetch_if_allowed(encoder_spec, allow_download)
     root = Path(cache_root) if cache_root is not None else cache_dir()
     key = embedding_key(dataset, encoder_spec)
     folder = root / "embeddings" / key
@@ -154,6 +153,7 @@ def embed_texts(
     """
     texts = [str(t) for t in texts]
     spec = encoder.spec if isinstance(encoder, Encoder) else encoder
+    _fetch_if_allowed(spec, allow_download)
     identity = encoder.identity() if isinstance(encoder, Encoder) else encoder_identity(spec)
     root = Path(cache_root) if cache_root is not None else cache_dir()
     path = root / "text_embeddings" / f"{atomic.hash_json({'encoder': identity, 'texts': texts})[:24]}.npy"
@@ -172,11 +172,21 @@ _LOADED: dict = {}
 
 
 def _encoder(spec: EncoderSpec, allow_download: bool) -> Encoder:
-    """The most recently used encoder is kept, so image and text embedding share one load."""
-    if spec not in _LOADED:
+    """The most recently used encoder is kept, so image and text embedding share one load.
+
+    It is keyed by the spec and the weights' identity, so a replaced checkpoint file is reloaded.
+    """
+    cache_key = (spec, atomic.hash_json(encoder_identity(spec)))
+    if cache_key not in _LOADED:
         _LOADED.clear()
-        _LOADED[spec] = load_encoder(spec, allow_download=allow_download)
-    return _LOADED[spec]
+        _LOADED[cache_key] = load_encoder(spec, allow_download=allow_download)
+    return _LOADED[cache_key]
+
+
+def _fetch_if_allowed(spec: EncoderSpec, allow_download: bool) -> None:
+    """Download missing weights first when allowed, so the cache key can be computed."""
+    if allow_download and spec.model != "pixels":
+        resolve_weights(spec.model, spec.pretrained, allow_download=True)
 
 
 def _validate(dataset, batch_size, num_workers, chunk_size) -> None:

@@ -151,3 +151,27 @@ def test_identity_without_loading_matches_loaded_encoder(tiny):
 def test_list_open_clip_models_offline():
     models = list_open_clip_models()
     assert ("ViT-B-32", "openai") in models and all(len(pair) == 2 for pair in models)
+
+
+def test_hf_hub_model_from_a_warm_cache_loads_offline(tiny, tmp_path, monkeypatch):
+    import json
+
+    from huggingface_hub import constants
+
+    from clipcleaner_core.testing import TINY_CLIP_CONFIG
+
+    name, weights = tiny
+    snapshot = tmp_path / "hub" / "models--test--tiny-hub" / "snapshots" / ("b" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "open_clip_model.safetensors").write_bytes(weights.read_bytes())
+    (snapshot / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CONFIG}))
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("b" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert weights_status("hf-hub:test/tiny-hub", None) == "cached"
+    encoder = load_encoder(EncoderSpec(model="hf-hub:test/tiny-hub"))
+    reference = load_encoder(EncoderSpec(model=name, pretrained=str(weights)))
+    np.testing.assert_allclose(_encode(encoder, _images()), _encode(reference, _images()), atol=1e-6)
+    assert encoder.encode_text(["a cat"]).shape == (1, 32)
+    from_dir = load_encoder(EncoderSpec(model=f"local-dir:{snapshot}"))
+    assert from_dir.identity()["weights"]["kind"] == "local-dir"

@@ -1,0 +1,149 @@
+"""How close does the embedding pipeline (files on disk -> cached features) get to the model itself?
+
+Measures, in one run and on one device:
+  * the machine's matmul rate (fp32 on CPU; fp32 and the autocast dtype on GPU),
+  * the encoder alone on ready-made tensors (images/s), and what fraction of the matmul rate that
+    is at 8.8 GFLOP per ViT-B-32 image,
+  * ``embed_dataset`` on JPEG files (decode + preprocess in DataLoader workers, model, chunked
+    cache writes), as a fraction of the encoder-alone rate (goal: >= 0.9 on CPU),
+  * a naive loop (PIL per image, batch 1, autograd on) and the pipeline's speed-up over it.
+
+ViT-B-32 with random weights (``pretrained=None``) has the same compute as the real one and
+needs no download. Run: ``python benchmarks/bench_embed.py [--n 192] [--device auto]``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from clipcleaner_core import embed  # noqa: E402
+from clipcleaner_core.data.dataset import Dataset  # noqa: E402
+from clipcleaner_core.encoders import EncoderSpec  # noqa: E402
+
+GFLOP_PER_IMAGE = {"ViT-B-32": 8.8}
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 2048, seconds: float = 2.0) -> float:
+    """Sustained GFLOP/s of square matmuls on ``device`` in ``dtype``."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    torch.mm(a, b)
+    _sync(device)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        count += 1
+        if device.type == "cuda" and count % 50:
+            continue
+        _sync(device)
+    _sync(device)
+    return 2 * size ** 3 * count / (time.perf_counter() - start) / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def write_images(folder: Path, n: int, size: tuple[int, int] = (320, 240), seed: int = 0) -> Dataset:
+    """n smooth random JPEGs (photo-like file sizes) as a file-backed dataset."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        small = rng.integers(0, 256, (size[1] // 16, size[0] // 16, 3), dtype=np.uint8)
+        image = Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+        path = folder / f"img{i:05d}.jpg"
+        image.save(path, quality=90)
+        paths.append(path.name)
+    return Dataset(name="bench", kind="imagefolder", root=folder, class_names=("a", "b"),
+                   labels=np.arange(n) % 2, paths=tuple(paths))
+
+
+def encoder_alone(encoder, n: int, batch_size: int) -> float:
+    batch = torch.randn(batch_size, *encoder.input_shape)
+    encoder.encode_images(batch)  # warm-up
+    done, start = 0, time.perf_counter()
+    while done < n:
+        encoder.encode_images(batch)
+        done += batch_size
+    return done / (time.perf_counter() - start)
+
+
+def pipeline(dataset, spec, cache_root: Path, batch_size: int, num_workers) -> float:
+    start = time.perf_counter()
+    result = embed.embed_dataset(dataset, spec, cache_root=cache_root, batch_size=batch_size,
+                                 num_workers=num_workers, chunk_size=max(batch_size, 256))
+    elapsed = time.perf_counter() - start
+    assert not result.meta["reused"] and result.valid.all()
+    return len(dataset) / elapsed
+
+
+def naive_loop(encoder, dataset, n: int) -> float:
+    model = encoder.model
+    start = time.perf_counter()
+    for i in range(n):
+        image = Image.open(dataset.abspath(i)).convert("RGB")
+        x = encoder.preprocess(image)[None].to(encoder.device)
+        features = model.encode_image(x)
+        (features / features.norm(dim=-1, keepdim=True)).detach().cpu()
+    _sync(encoder.device)
+    return n / (time.perf_counter() - start)
+
+
+def run(args, device: torch.device, precision: str, n: int, naive_n: int, folder: Path) -> None:
+    spec = EncoderSpec(model=args.model, pretrained=None, device=str(device), precision=precision)
+    encoder = embed._encoder(spec, allow_download=False)  # load once; the pipeline reuses it
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(encoder.precision, torch.float32)
+    peak = matmul_rate(device, dtype)
+    print(f"\n== {device.type} ({encoder.precision}), torch threads {torch.get_num_threads()}, "
+          f"{n} images, batch {args.batch_size}")
+    print(f"matmul rate ({dtype}): {peak:8.1f} GFLOP/s")
+    dataset = write_images(folder / f"images-{device.type}", n)
+    # The encoder alone is timed before and after the pipeline (half the images each) and
+    # averaged, so load from other processes on a shared machine biases neither side.
+    before = encoder_alone(encoder, n // 2, args.batch_size)
+    piped = pipeline(dataset, spec, folder / f"cache-{device.type}", args.batch_size, args.workers)
+    after = encoder_alone(encoder, n // 2, args.batch_size)
+    alone = (before + after) / 2
+    flops = GFLOP_PER_IMAGE.get(args.model)
+    print(f"encoder on ready tensors: {alone:8.2f} images/s (before {before:.2f}, after {after:.2f})"
+          + (f" = {alone * flops:.1f} GFLOP/s = {alone * flops / peak:.2f} of matmul rate" if flops else ""))
+    print(f"files -> cached embeddings: {piped:8.2f} images/s = {piped / alone:.2f} of the encoder alone"
+          + (f" ({piped * flops / peak:.2f} of matmul rate)" if flops else ""))
+    naive = naive_loop(encoder, dataset, naive_n)
+    print(f"naive loop (PIL, batch 1, autograd on): {naive:8.2f} images/s; "
+          f"pipeline is {piped / naive:.1f}x faster")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=192, help="images through the pipeline (CPU)")
+    parser.add_argument("--naive-n", type=int, default=24, help="images through the naive loop")
+    parser.add_argument("--gpu-n", type=int, default=4096, help="images through the pipeline (GPU)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: auto)")
+    parser.add_argument("--model", default="ViT-B-32")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-embed-") as tmp:
+        folder = Path(tmp)
+        cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
+        if args.device in ("auto", "cpu"):
+            run(args, torch.device("cpu"), "fp32", args.n, args.naive_n, folder)
+        if cuda:
+            run(args, torch.device("cuda"), "auto", args.gpu_n, args.naive_n * 8, folder)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
