@@ -23,7 +23,7 @@ from .paths import cache_dir
 
 log = logging.getLogger(__name__)
 
-MAX_UPLOAD_BYTES = 512 * 1024**2
+MAX_UPLOAD_BYTES = 1024 * 1024**2
 """Largest upload accepted, in bytes (keep in step with ``server.maxUploadSize`` in config.toml)."""
 
 MAX_UNCOMPRESSED_BYTES = 4 * 1024**3

@@ -63,7 +63,7 @@ def choose_source() -> None:
     first = {"demo": 0, "imagefolder": 1, "manifest": 2}.get(kind, 1)
     choice = st.radio("Source", SOURCES, horizontal=True, key="dataset_source", index=first)
     if choice == "Built-in demo":
-        st.caption("scikit-learn's 1,797 handwritten digits, 40% of labels replaced at random "
+        st.caption("scikit-learn's 1,797 handwritten digits, loaded with 40% of labels replaced at random "
                    "(the true labels are kept, so the app can score its own selection).")
         if state.active().dataset_spec != "demo" and st.button("Use the demo", type="primary"):
             switch_dataset("demo", None)
@@ -88,6 +88,7 @@ def noise_injector(dataset) -> None:
             cols = st.columns(3)
             modes = ["none", *GENERATED_NOISE]
             mode = cols[0].selectbox("Mode", modes, key="noise_mode",
+                                     format_func=lambda m: "none (labels as loaded)" if m == "none" else m,
                                      index=modes.index(current.mode) if current else 0,
                                      help="sym: uniform over classes · asym: CIFAR-10 class pairs · "
                                           "idn: instance-dependent (Xia et al. 2020)")
@@ -165,7 +166,8 @@ try:
 except CLIPCleanerError as exc:
     state.show_error(exc)
     st.stop()
-st.header(f"{active_dataset.name} · {active_dataset.kind}", divider="gray")
+st.header(active_dataset.name, divider="gray")
+st.caption(f"{active_dataset.kind} · {active_dataset.split} split · `{active_dataset.spec or active_dataset.root}`")
 noise_injector(active_dataset)
 overview(active_dataset)
 samples_per_class(active_dataset)

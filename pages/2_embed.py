@@ -46,8 +46,8 @@ def choose_encoder() -> tuple[EncoderSpec | None, int]:
     if model != PIXELS:
         choices = [*tags[model], LOCAL]
         chosen = cols[1].selectbox("Pretrained weights", choices, key=f"embed_tag_{model}",
-                                   format_func=lambda t: f"{t} ({widgets.weights_status(model, t)})"
-                                   if t != LOCAL else t)
+                                   format_func=lambda t: t if t == LOCAL else
+                                   f"{t} · {widgets.weights_status(model, t).split(':')[0]}")
         pretrained = chosen
         if chosen == LOCAL:
             text = st.text_input("Checkpoint file (.safetensors, or torch weights)", key="embed_ckpt",
@@ -75,7 +75,8 @@ def weights_available(spec: EncoderSpec) -> bool:
     if not status.startswith("missing"):
         st.success(f"Weights for {spec.model} ({spec.pretrained}): {status}.", icon=":material/check:")
         return True
-    st.warning(f"Weights for {spec.model} ({spec.pretrained}) are missing.", icon=":material/warning:")
+    st.warning(f"Weights for {spec.model} ({spec.pretrained}) are missing. Here, pick “{LOCAL}” under "
+               "Pretrained weights and give the file's path, or see below.", icon=":material/warning:")
     st.markdown(widgets.weights_help(spec.model, spec.pretrained) or status)
     return False
 
@@ -112,7 +113,8 @@ def prompt_editor(dataset, uses_text: bool) -> PromptSet | None:
 
 def prompt_files(prompts: PromptSet | None) -> None:
     cols = st.columns(2)
-    imported = cols[0].file_uploader("Import prompts (JSON)", type=["json"], key="prompt_import")
+    imported = cols[0].file_uploader("Import prompts (JSON)", type=["json"], key="prompt_import",
+                                max_upload_size=5)
     if imported is not None and st.session_state.get("prompt_import_id") != imported.file_id:
         try:
             st.session_state["prompt_base"] = PromptSet.from_json(imported.getvalue().decode("utf-8"),

