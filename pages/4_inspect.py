@@ -56,11 +56,16 @@ def filters(names, enabled):
     }
 
 
+def is_reviewed(table):
+    """(N,) bool: the sample has a review decision ("" or missing means none)."""
+    return table["review_decision"].fillna("").astype(str).ne("").to_numpy()
+
+
 def matching_rows(result, chosen):
     """Table rows passing the filters, sorted by label score."""
     table = result.table
     flagged = ~np.asarray(result.selection.clean_mask, dtype=bool)
-    reviewed = table["review_decision"].notna().to_numpy()
+    reviewed = is_reviewed(table)
     keep = {"flagged": flagged, "flagged, not reviewed": flagged & ~reviewed,
             "reviewed": reviewed, "all samples": np.ones(len(table), dtype=bool)}[chosen["show"]].copy()
     if chosen["given"]:
@@ -157,7 +162,7 @@ st.caption("Review the samples the selection flagged. Keep overrides the flag, d
            "relabel sets a new label; every decision is saved at once and can be undone.")
 prepared, result = load()
 names = list(prepared.dataset.class_names)
-decided = int(result.table["review_decision"].notna().sum())
+decided = int(is_reviewed(result.table).sum())
 st.markdown(f"{result.metrics['flagged']:,} samples flagged · {decided:,} reviewed")
 chosen = filters(names, list(result.selection.enabled))
 rows = matching_rows(result, chosen)

@@ -44,6 +44,7 @@ def test_relabel_is_saved_seen_by_a_new_session_and_undone():
     assert saved.loc[index, "decision"] == "relabel"
 
     fresh = open_inspect()  # a new browser session
+    assert any(m.value.endswith(f"· {len(decisions())} reviewed") for m in fresh.markdown)
     fresh.selectbox(key="inspect_show").set_value("reviewed").run()
     texts = " ".join(m.value for m in fresh.markdown)
     assert f"#{index}**" in texts and "relabelled" in texts

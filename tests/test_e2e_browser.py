@@ -1,0 +1,172 @@
+"""End to end in a real headless Chromium: tune, relabel, reload, export.
+
+Starts ``streamlit run app.py`` on a free port with its own cache folder, then drives the app the
+way a user would. Screenshots are kept under ``test-artifacts/e2e/`` (git-ignored).
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts" / "e2e"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Chromium at {CHROMIUM}"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"streamlit did not become healthy at {url} in {timeout_s} s")
+
+
+def start_app(cache: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """``streamlit run app.py`` headless on a free port, in its own process group."""
+    port = free_port()
+    env = {**os.environ, "CLIPCLEANER_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+         "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+    except Exception:
+        stop_app(proc)
+        raise
+    return proc, url
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("e2e-cache")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    proc, url = start_app(cache, ARTIFACTS / "streamlit.log")
+    yield url
+    stop_app(proc)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def metric_value(page, label: str) -> str:
+    card = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return card.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def open_page(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
+
+
+def first_card_relabel(page):
+    """(sample index, element) of the first card's enabled "Relabel → suggestion" button.
+
+    Streamlit tags each element with a ``st-key-<key>`` class; card buttons are keyed by index.
+    """
+    for element in page.locator('[class*="st-key-inspect_relabel_"]').all():
+        key = next(c for c in element.get_attribute("class").split() if c.startswith("st-key-"))
+        suffix = key.rsplit("_", 1)[1]
+        if suffix.isdigit() and element.locator("button").is_enabled():
+            return int(suffix), element
+    raise AssertionError("no card with an enabled relabel button")
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_tune_relabel_reload_export(app_url, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+    page.goto(app_url)
+    flagged = page.locator('[data-testid="stMetric"]').filter(has_text="Flagged").first
+    expect(flagged).to_be_visible(timeout=180_000)  # first visit embeds and fits the demo
+    before = metric_value(page, "Flagged")
+
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text="θ_cons").locator('input[type="range"]')
+    slider.focus()
+    for _ in range(15):
+        slider.press("ArrowRight")
+    expect(flagged.locator('[data-testid="stMetricValue"]')).not_to_have_text(before, timeout=30_000)
+    after = metric_value(page, "Flagged")
+    assert int(after.replace(",", "")) > int(before.replace(",", "")), (before, after)
+    shot(page, "1-tune-after-slider")
+
+    open_page(page, "Inspect")
+    expect(page.locator(".st-key-inspect_relabel_page")).to_be_visible(timeout=60_000)
+    index, relabel = first_card_relabel(page)
+    target = relabel.inner_text().split("→", 1)[1].strip()
+    relabel.locator("button").click()
+    reviewed = page.get_by_text("· 1 reviewed")
+    expect(reviewed).to_be_visible(timeout=30_000)
+    shot(page, "2-inspect-after-relabel")
+
+    page.reload()
+    expect(page.get_by_text("· 1 reviewed")).to_be_visible(timeout=60_000)  # still saved after a reload
+    shot(page, "3-inspect-after-reload")
+
+    open_page(page, "Export")
+    download_button = page.locator('[data-testid="stDownloadButton"] button').filter(has_text="CSV").first
+    expect(download_button).to_be_visible(timeout=60_000)
+    with page.expect_download(timeout=60_000) as download_info:
+        download_button.click()
+    csv_path = tmp_path / "labels.csv"
+    download_info.value.save_as(csv_path)
+    table = pd.read_csv(csv_path).set_index("index")
+    assert str(table.loc[index, "final_label"]) == target, table.loc[index].to_dict()
+    assert table.loc[index, "review_decision"] == "relabel"
+    shot(page, "4-export")
+
+    open_page(page, "Tune")  # by now the map has had time to compute in the background
+    expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=240_000)
+    page.wait_for_timeout(1500)
+    shot(page, "5-tune-map")
+    page.close()
