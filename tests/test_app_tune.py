@@ -98,7 +98,7 @@ def test_map_figure_colours_by_status_and_selection_returns_sample_ids():
                                given=np.array(["a"] * 4), suggested=np.array(["b"] * 4),
                                scores={"label score": np.linspace(0, 1, 4)})
     names = [t["name"] for t in figure["data"]]
-    assert names == ["kept (1)", "flagged (0)", "kept · truly noisy (1)", "flagged · truly noisy (1)",
+    assert names == ["kept (1)", "kept · truly noisy (1)", "flagged · truly noisy (1)",
                      "flagged · truly clean (1)"]
     points = [{"customdata": list(t["customdata"][0])} for t in figure["data"] if len(t["customdata"])]
     assert plots.selected_sample_ids(points).tolist() == [10, 11, 12, 13]

@@ -119,7 +119,7 @@ def first_card_relabel(page):
 
 
 def shot(page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))  # the app scrolls inside its own container
 
 
 def test_tune_relabel_reload_export(app_url, browser, tmp_path):
@@ -166,7 +166,10 @@ def test_tune_relabel_reload_export(app_url, browser, tmp_path):
     shot(page, "4-export")
 
     open_page(page, "Tune")  # by now the map has had time to compute in the background
-    expect(page.locator('[data-testid="stPlotlyChart"]').first).to_be_visible(timeout=240_000)
-    page.wait_for_timeout(1500)
+    the_map = page.locator('[data-testid="stPlotlyChart"]').first
+    expect(the_map).to_be_visible(timeout=240_000)
+    expect(the_map.locator(".legendtext").first).to_contain_text("kept")
+    the_map.scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
     shot(page, "5-tune-map")
     page.close()

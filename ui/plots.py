@@ -78,7 +78,7 @@ def umap_figure(
     traces = []
     for name, colour in STATUS_COLOURS.items():
         members = np.flatnonzero(status == name)
-        if not len(members) and name not in (KEPT, FLAGGED):
+        if not len(members):
             continue
         traces.append({
             "type": "scattergl", "mode": "markers", "name": f"{name} ({len(members):,})",
