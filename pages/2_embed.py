@@ -205,7 +205,7 @@ def cached_embeddings(dataset) -> None:
     names = dict(zip(datasets.get("fingerprint", []), datasets.get("name", [])))
     fingerprints = {dataset.content_fingerprint(), dataset.fingerprint()}
     table = table.assign(
-        dataset=[names.get(fp, fp) for fp in table["dataset_fp"]],
+        dataset=[names.get(fp) or (dataset.name if fp in fingerprints else fp) for fp in table["dataset_fp"]],
         active_dataset=[fp in fingerprints for fp in table["dataset_fp"]],
         created=pd.to_datetime(table["created"], unit="s").dt.strftime("%Y-%m-%d %H:%M"),
     )

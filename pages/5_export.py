@@ -25,12 +25,12 @@ FORMATS = {
 
 def summary(result) -> None:
     table = result.table
-    reviewed = table["review_decision"].notna() if "review_decision" in table else None
+    reviewed = table["review_decision"].fillna("").astype(str).str.len() > 0
     cols = st.columns(4)
     cols[0].metric("Samples", f"{len(table):,}")
     cols[1].metric("Kept (clean)", f"{int(table['is_clean'].sum()):,}")
     cols[2].metric("Flagged", f"{int((~table['is_clean'].astype(bool)).sum()):,}")
-    cols[3].metric("Reviewed by hand", f"{int(reviewed.sum()) if reviewed is not None else 0:,}")
+    cols[3].metric("Reviewed by hand", f"{int(reviewed.sum()):,}")
     st.caption("Review decisions from the Inspect page are applied: *drop* removes a sample, *keep* "
                "keeps it, *relabel* keeps it under its new label (`final_label`).")
 
@@ -72,7 +72,7 @@ def download(result, dataset, fmt: str, meta: dict, clean_only: bool) -> None:
     except CLIPCleanerError as exc:
         state.show_error(exc)
         return
-    st.download_button(f"Download {label.lower()}", data, f"{dataset.name}-{fmt}.{extension}", mime=mime,
+    st.download_button(f"Download the {label}", data, f"{dataset.name}-{fmt}.{extension}", mime=mime,
                        type="primary", icon=":material/download:", key="export_download")
 
 
@@ -109,7 +109,7 @@ def write_to_folder(result, dataset, fmt: str, meta: dict, clean_only: bool) -> 
         return
     finally:
         bar.empty()
-    st.success(f"Wrote {FORMATS[fmt][0].lower()} to `{written}` (settings beside it in "
+    st.success(f"Wrote the {FORMATS[fmt][0]} to `{written}` (settings beside it in "
                f"`{written.name}.json`).", icon=":material/check:")
 
 

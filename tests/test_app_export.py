@@ -91,3 +91,20 @@ def test_download_button_offers_the_table(at):
     at.radio(key="export_format").set_value("parquet").run()
     button = at.get("download_button")[0]
     assert "parquet" in button.proto.label.lower()
+
+
+def test_review_decisions_are_applied_to_the_export(at, tmp_path):
+    from clipcleaner_core.data import load_dataset
+    from clipcleaner_core.store import Catalogue
+
+    catalogue, fingerprint = Catalogue(), load_dataset("demo").fingerprint()
+    catalogue.record_decisions(fingerprint, [(3, "relabel", 7), (5, "drop", None)])
+    try:
+        at.run()
+        assert next(m.value for m in at.metric if m.label == "Reviewed by hand") == "2"
+        write(at, "csv", tmp_path / "reviewed.csv")
+        table = pd.read_csv(tmp_path / "reviewed.csv").set_index("index")
+        assert table.loc[3, "review_decision"] == "relabel" and table.loc[3, "final_label"] == 7
+        assert table.loc[5, "review_decision"] == "drop" and not table.loc[5, "is_clean"]
+    finally:
+        catalogue.undo_last(fingerprint)
