@@ -41,6 +41,10 @@ def _add_encoder_args(parser: argparse.ArgumentParser) -> None:
                         help="open_clip pretrained tag, a local .safetensors/.pt checkpoint, or hf-hub:ID")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--allow-download", action="store_true",
+                        help="let open_clip download missing weights (needs network; ViT-B-32 is ~600 MB)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="run an open_clip model with random weights (benchmarks only: scores are meaningless)")
 
 
 def _add_threshold_args(parser: argparse.ArgumentParser) -> None:
@@ -141,6 +145,10 @@ def _load_data(args):
 def _encoder_spec(args):
     from clipcleaner_core.encoders import EncoderSpec
 
+    if args.model != "pixels" and not args.pretrained and not args.random_weights \
+            and not args.model.startswith(("hf-hub:", "local-dir:")):
+        raise DataError(f"--model {args.model} needs weights: pass --pretrained TAG (e.g. openai) or "
+                        "--pretrained /path/to/checkpoint.safetensors, or use --model pixels.")
     return EncoderSpec(model=args.model, pretrained=args.pretrained, device=args.device)
 
 
@@ -156,6 +164,7 @@ def cmd_embed(args) -> int:
     dataset = _load_data(args)
     start = time.perf_counter()
     embedding = embed_dataset(dataset, _encoder_spec(args), batch_size=args.batch_size,
+                              allow_download=args.allow_download,
                               progress=lambda d, t, r=None: _stderr_progress("embed", d, t, r))
     seconds = time.perf_counter() - start
     reused = bool(embedding.meta.get("reused", False))
@@ -211,7 +220,7 @@ def cmd_run(args) -> int:
     scoring, selection_config = _settings(args)
     prompts = load_prompt_set(args.prompts) if args.prompts else None
     prepared = prepare(dataset, _encoder_spec(args), prompts=prompts, scoring=scoring,
-                       progress=_stderr_progress)
+                       progress=_stderr_progress, allow_download=args.allow_download)
     for note in prepared.notes:
         print(f"note: {note}", file=sys.stderr)
     result = select_samples(prepared, selection_config)

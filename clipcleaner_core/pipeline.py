@@ -112,6 +112,7 @@ def prepare(
     cache_root: str | Path | None = None,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
+    allow_download: bool = False,
 ) -> Prepared:
     """Embed ``dataset`` and fit every score; both steps are cached by content.
 
@@ -123,6 +124,8 @@ def prepare(
         cache_root: cache folder (default: :func:`clipcleaner_core.paths.cache_dir`).
         progress: called as ``progress(stage, done, total, rate)``.
         cancel: returning True stops the embedding (raises :class:`~clipcleaner_core.errors.Cancelled`).
+        allow_download: let open_clip fetch missing weights (off by default: nothing reaches the
+            network unless the user asks).
     """
     root = Path(cache_root) if cache_root is not None else cache_dir()
     embed_progress = None
@@ -131,7 +134,8 @@ def prepare(
             progress("embed", done, total, rate)
 
     embedding = embed_dataset(
-        dataset, encoder_spec, cache_root=root, progress=embed_progress, cancel=cancel
+        dataset, encoder_spec, cache_root=root, progress=embed_progress, cancel=cancel,
+        allow_download=allow_download,
     )
     valid = np.asarray(embedding.valid, dtype=bool)
     sample_index = np.flatnonzero(valid)
@@ -150,7 +154,8 @@ def prepare(
         texts, text_labels = used_prompts.prompts_for(dataset.class_names)
         if progress is not None:
             progress("text", 0, len(texts), None)
-        text_features = np.asarray(embed_texts(encoder_spec, texts, cache_root=root), dtype=np.float32)
+        text_features = np.asarray(embed_texts(encoder_spec, texts, cache_root=root,
+                                               allow_download=allow_download), dtype=np.float32)
     elif not has_text:
         notes.append(f"Zero-shot scores are off: the {encoder_spec.model!r} encoder has no text "
                      "tower, so only the linear-probe scores are used.")
