@@ -172,7 +172,8 @@ def cmd_embed(args) -> int:
         "key": embedding.key, "folder": str(embedding.folder),
         "status": "reused" if reused else "written", "n": int(len(embedding.valid)),
         "dim": int(np.asarray(embedding.image_features).shape[1]),
-        "bad_files": int(len(embedding.bad_files)), "seconds": round(seconds, 2),
+        "skipped_at_load": int(len(dataset.bad_files)),
+        "undecodable": int(len(embedding.bad_files)), "seconds": round(seconds, 2),
     }, indent=2))
     return 0
 
@@ -183,6 +184,7 @@ def cmd_select(args) -> int:
     from clipcleaner_core.scoring import fit_scores
     from clipcleaner_core.selection import score_table, select
 
+    out_format = _table_format(args.out)
     features = _load_npy(args.image_features, "--image-features")
     labels = _load_npy(args.labels, "--labels")
     text_features = _load_npy(args.text_features, "--text-features")
@@ -206,7 +208,7 @@ def cmd_select(args) -> int:
             ("image_features", "labels", "text_features", "text_labels")},
             "scoring": dataclasses.asdict(scoring), "selection": dataclasses.asdict(selection_config),
             "metrics": metrics}
-    export(table, _table_format(args.out), args.out, meta=meta)
+    export(table, out_format, args.out, meta=meta)
     _print_metrics(metrics, args.out)
     return 0
 
@@ -216,6 +218,7 @@ def cmd_run(args) -> int:
     from clipcleaner_core.pipeline import prepare, select_samples
     from clipcleaner_core.prompts import load_prompt_set
 
+    out_format = _table_format(args.out)
     dataset = _load_data(args)
     scoring, selection_config = _settings(args)
     prompts = load_prompt_set(args.prompts) if args.prompts else None
@@ -226,8 +229,7 @@ def cmd_run(args) -> int:
     result = select_samples(prepared, selection_config)
     meta = {"command": "run", **prepared.describe(),
             "selection": dataclasses.asdict(result.config), "metrics": result.metrics}
-    export(result.table, _table_format(args.out), args.out, meta=meta,
-           class_names=dataset.class_names)
+    export(result.table, out_format, args.out, meta=meta, class_names=dataset.class_names)
     _print_metrics(result.metrics, args.out)
     return 0
 
@@ -300,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
         handler = COMMANDS[args.command]
     try:
         return handler(args)
-    except CLIPCleanerError as exc:
+    except (CLIPCleanerError, ValueError) as exc:  # configs validate with ValueError too
+        if args.verbose:
+            log.exception("failed")
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
