@@ -164,6 +164,7 @@ def prepare(
     fit_key = _fit_key(embedding.key, labels, valid, text_features, text_labels, effective)
     fit = _load_or_fit(root, fit_key, features, labels, dataset.num_classes,
                        text_features, text_labels, effective, progress)
+    _register_dataset(root, dataset)
     return Prepared(
         dataset=dataset, encoder_spec=encoder_spec, embedding=embedding, features=features,
         sample_index=sample_index, labels=labels, text_features=text_features,
@@ -202,6 +203,17 @@ def _load_or_fit(root, fit_key, features, labels, num_classes, text_features, te
     if progress is not None:
         progress("fit", 1, 1, None)
     return fit
+
+
+def _register_dataset(root: Path, dataset: Dataset) -> None:
+    import sqlite3
+
+    from clipcleaner_core.store import Catalogue
+
+    try:
+        Catalogue(root / "catalogue.sqlite").register_dataset(dataset)
+    except sqlite3.Error as exc:  # the catalogue is an index; the cached files are the truth
+        log.warning("could not record dataset %s in the catalogue: %s", dataset.name, exc)
 
 
 def effective_selection(prepared: Prepared, config: SelectionConfig) -> SelectionConfig:
