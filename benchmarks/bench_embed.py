@@ -14,6 +14,8 @@ needs no download. Run: ``python benchmarks/bench_embed.py [--n 192] [--device a
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -32,8 +34,13 @@ from clipcleaner_core.encoders import EncoderSpec  # noqa: E402
 GFLOP_PER_IMAGE = {"ViT-B-32": 8.8}
 
 
-def matmul_rate(device: torch.device, dtype: torch.dtype, size: int = 2048, seconds: float = 2.0) -> float:
-    """Sustained GFLOP/s of square matmuls on ``device`` in ``dtype``."""
+def matmul_rate(device: torch.device, dtype: torch.dtype, repeats: int = 3) -> float:
+    """Best of ``repeats`` one-second measurements of square-matmul GFLOP/s (best: least disturbed
+    by other processes on a shared machine)."""
+    return max(_matmul_once(device, dtype) for _ in range(repeats))
+
+
+def _matmul_once(device: torch.device, dtype: torch.dtype, size: int = 2048, seconds: float = 1.0) -> float:
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     torch.mm(a, b)
@@ -69,23 +76,37 @@ def write_images(folder: Path, n: int, size: tuple[int, int] = (320, 240), seed:
                    labels=np.arange(n) % 2, paths=tuple(paths))
 
 
-def encoder_alone(encoder, n: int, batch_size: int) -> float:
-    batch = torch.randn(batch_size, *encoder.input_shape)
-    encoder.encode_images(batch)  # warm-up
-    done, start = 0, time.perf_counter()
+def ready_batch(encoder, dataset, batch_size: int) -> torch.Tensor:
+    """A batch of real images, already decoded and preprocessed (the encoder-alone input)."""
+    images = [Image.open(dataset.abspath(i % len(dataset))).convert("RGB") for i in range(batch_size)]
+    return torch.stack([encoder.preprocess(image) for image in images])
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (the DataLoader workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def encoder_alone(encoder, batch: torch.Tensor, n: int) -> tuple[float, float]:
+    """(wall, CPU) seconds to encode n images from ready-made tensors."""
+    done, start, cpu = 0, time.perf_counter(), _cpu_seconds()
     while done < n:
         encoder.encode_images(batch)
-        done += batch_size
-    return done / (time.perf_counter() - start)
+        done += len(batch)
+    _sync(encoder.device)
+    scale = n / done
+    return (time.perf_counter() - start) * scale, (_cpu_seconds() - cpu) * scale
 
 
-def pipeline(dataset, spec, cache_root: Path, batch_size: int, num_workers) -> float:
-    start = time.perf_counter()
+def pipeline(dataset, spec, cache_root: Path, batch_size: int, num_workers) -> tuple[float, float]:
+    """(wall, CPU) seconds of embed_dataset on files: workers, model, chunk files, sidecar."""
+    start, cpu = time.perf_counter(), _cpu_seconds()
     result = embed.embed_dataset(dataset, spec, cache_root=cache_root, batch_size=batch_size,
                                  num_workers=num_workers, chunk_size=max(batch_size, 256))
     elapsed = time.perf_counter() - start
     assert not result.meta["reused"] and result.valid.all()
-    return len(dataset) / elapsed
+    return elapsed, _cpu_seconds() - cpu
 
 
 def naive_loop(encoder, dataset, n: int) -> float:
@@ -109,17 +130,29 @@ def run(args, device: torch.device, precision: str, n: int, naive_n: int, folder
           f"{n} images, batch {args.batch_size}")
     print(f"matmul rate ({dtype}): {peak:8.1f} GFLOP/s")
     dataset = write_images(folder / f"images-{device.type}", n)
-    # The encoder alone is timed before and after the pipeline (half the images each) and
-    # averaged, so load from other processes on a shared machine biases neither side.
-    before = encoder_alone(encoder, n // 2, args.batch_size)
-    piped = pipeline(dataset, spec, folder / f"cache-{device.type}", args.batch_size, args.workers)
-    after = encoder_alone(encoder, n // 2, args.batch_size)
-    alone = (before + after) / 2
+    batch = ready_batch(encoder, dataset, args.batch_size)
+    encoder.encode_images(batch)  # warm-up
+    # Encoder-alone and pipeline rounds alternate on disjoint slices of the images, so load from
+    # other processes on a shared machine biases neither side.
+    alone_s, piped_s, round_ratios = np.zeros(2), np.zeros(2), []
+    for part in np.array_split(np.arange(n), args.rounds):
+        subset = dataset.replace(labels=dataset.labels[part],
+                                 paths=tuple(dataset.paths[i] for i in part))
+        alone_round = np.array(encoder_alone(encoder, batch, len(part)))
+        piped_round = np.array(pipeline(subset, spec, folder / f"cache-{device.type}",
+                                        args.batch_size, args.workers))
+        round_ratios.append(alone_round[0] / piped_round[0])
+        alone_s, piped_s = alone_s + alone_round, piped_s + piped_round
+    alone, piped = n / alone_s[0], n / piped_s[0]
     flops = GFLOP_PER_IMAGE.get(args.model)
-    print(f"encoder on ready tensors: {alone:8.2f} images/s (before {before:.2f}, after {after:.2f})"
-          + (f" = {alone * flops:.1f} GFLOP/s = {alone * flops / peak:.2f} of matmul rate" if flops else ""))
+    print(f"encoder on ready tensors: {alone:8.2f} images/s" + (
+        f" = {alone * flops:.1f} GFLOP/s = {alone * flops / peak:.2f} of matmul rate" if flops else ""))
     print(f"files -> cached embeddings: {piped:8.2f} images/s = {piped / alone:.2f} of the encoder alone"
           + (f" ({piped * flops / peak:.2f} of matmul rate)" if flops else ""))
+    print(f"  per round (wall): {', '.join(f'{r:.2f}' for r in round_ratios)}; CPU seconds per "
+          f"image: encoder {alone_s[1] / n:.3f}, pipeline {piped_s[1] / n:.3f} -> CPU-time ratio "
+          f"{alone_s[1] / piped_s[1]:.2f}; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores")
     naive = naive_loop(encoder, dataset, naive_n)
     print(f"naive loop (PIL, batch 1, autograd on): {naive:8.2f} images/s; "
           f"pipeline is {piped / naive:.1f}x faster")
@@ -131,6 +164,7 @@ def main(argv=None) -> int:
     parser.add_argument("--naive-n", type=int, default=24, help="images through the naive loop")
     parser.add_argument("--gpu-n", type=int, default=4096, help="images through the pipeline (GPU)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating encoder/pipeline rounds")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: auto)")
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

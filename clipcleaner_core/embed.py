@@ -27,7 +27,7 @@ import pandas as pd
 
 from clipcleaner_core import atomic
 from clipcleaner_core.encoders import Encoder, EncoderSpec, encoder_identity, load_encoder
-from clipcleaner_core.errors import Cancelled, CLIPCleanerError, DataError
+from clipcleaner_core.errors import CLIPCleanerError, DataError
 from clipcleaner_core.paths import cache_dir
 from clipcleaner_core.weights import resolve_weights
 

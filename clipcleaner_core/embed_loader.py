@@ -7,9 +7,12 @@ is not. Batches never straddle chunks, so each chunk is saved the moment its las
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 PLAN_NAME = "plan.json"
 PREFETCH_BATCHES = 4
+WORKER_NICE = 10
 
 
 def chunk_plan(chunks: Path, n: int, chunk_size: int) -> int:
@@ -90,8 +94,17 @@ def _collate(items):
     return torch.tensor(indices), torch.stack(tensors), list(reasons)
 
 
-def _worker_init(_worker_id: int) -> None:
-    torch.set_num_threads(1)  # workers decode; the main process keeps every thread for the model
+def _worker_init(_worker_id: int, *, nice: int = 0) -> None:
+    """Workers decode with one torch thread; the main process keeps every thread for the model.
+
+    When the model runs on the CPU, workers also run at lower priority: they need only a few per
+    cent of the CPU, and a worker pre-empting one of the model's threads would stall every
+    thread of that matrix multiply.
+    """
+    torch.set_num_threads(1)
+    if nice:
+        with contextlib.suppress(OSError, AttributeError):
+            os.nice(nice)
 
 
 def _batches(pending: list[int], n: int, chunk_size: int, batch_size: int) -> list[list[int]]:
@@ -105,7 +118,8 @@ def _batches(pending: list[int], n: int, chunk_size: int, batch_size: int) -> li
 
 def make_loader(dataset, encoder, batches, num_workers: int) -> torch.utils.data.DataLoader:
     source = ImageSource(dataset, encoder.preprocess, encoder.input_shape)
-    extra = {"prefetch_factor": PREFETCH_BATCHES, "worker_init_fn": _worker_init} if num_workers else {}
+    init = partial(_worker_init, nice=WORKER_NICE if encoder.device.type == "cpu" else 0)
+    extra = {"prefetch_factor": PREFETCH_BATCHES, "worker_init_fn": init} if num_workers else {}
     return torch.utils.data.DataLoader(
         source, batch_sampler=batches, num_workers=num_workers, collate_fn=_collate,
         pin_memory=encoder.device.type == "cuda", **extra,
