@@ -245,10 +245,11 @@ def encoder_banner() -> None:
         st.caption(f":material/memory: Encoder: **pixel features** (no CLIP weights on this machine; "
                    "zero-shot scores off). The Embed page says how to get them.")
         return
-    with st.container(border=False):
-        st.info(f"**Encoder: pixel features.** CLIP {model} ({tag}) weights are not on this machine, "
-                f"so the scores use raw pixels and zero-shot scores are off.\n\n{missing}\n\n"
-                "Then pick the model on the Embed page (or give a local checkpoint path there).",
-                icon=":material/memory:")
-        st.button("Hide this", key="hide_weights_help_button", type="tertiary",
-                  on_click=st.session_state.update, kwargs={"hide_weights_help": True})
+    left, right = st.columns([6, 1], vertical_alignment="center")
+    left.info(f"**Encoder: pixel features.** CLIP {model} ({tag}) weights are not on this machine, "
+              "so the scores use raw pixels and zero-shot scores are off.", icon=":material/memory:")
+    right.button("Hide this", key="hide_weights_help_button", type="tertiary",
+                 on_click=st.session_state.update, kwargs={"hide_weights_help": True})
+    with left.expander("How to get CLIP weights"):
+        st.markdown(f"{missing}\n\nThen pick the model on the Embed page (or give a local "
+                    "checkpoint path there).")
