@@ -26,13 +26,13 @@ def load():
 
 def record(rows, what):
     """Write decisions [(index, decision, label|None)] to the catalogue at once."""
-    fingerprint = state.dataset().fingerprint()
+    fingerprint = state.dataset_fingerprint()
     state.catalogue().record_decisions(fingerprint, [(int(i), d, None if l is None else int(l)) for i, d, l in rows])
     st.toast(f"Saved: {what}.", icon=":material/check:")
 
 
 def undo():
-    fingerprint = state.dataset().fingerprint()
+    fingerprint = state.dataset_fingerprint()
     if state.catalogue().undo_last(fingerprint):
         st.toast("Undid the last decision.", icon=":material/undo:")
     else:
