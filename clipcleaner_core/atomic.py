@@ -19,6 +19,15 @@ import numpy as np
 SIDECAR_SUFFIX = ".json"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_DEFAULT_MODE = 0o666 & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and move it onto ``path``.
@@ -34,6 +43,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        # mkstemp creates 0600 files; give the result the usual permissions (or keep the old ones)
+        os.chmod(tmp, final.stat().st_mode & 0o777 if final.exists() else _DEFAULT_MODE)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
     finally:
