@@ -12,7 +12,7 @@ from ui import state, widgets
 SHOW = ("flagged", "flagged, not reviewed", "reviewed", "all samples")
 SCORE_NAMES = {"zs_loss": "zero-shot loss", "zs_consistency": "zero-shot consistency",
                "lr_loss": "probe loss", "lr_consistency": "probe consistency"}
-COLUMNS = 6
+COLUMNS = 4
 DECISION_BADGES = {"keep": ":green-badge[kept]", "drop": ":red-badge[dropped]", "relabel": ":blue-badge[relabelled]"}
 
 

@@ -155,8 +155,12 @@ def sidebar() -> None:
         pretrained = f" ({settings.encoder.pretrained})" if settings.encoder.pretrained else ""
         st.markdown(f"`{settings.encoder.model}`{pretrained}")
         sel = settings.selection
-        enabled = [name for name, on in (("zs loss", sel.use_zs_loss), ("zs cons", sel.use_zs_consistency),
-                                         ("lr loss", sel.use_lr_loss), ("lr cons", sel.use_lr_consistency)) if on]
+        zeroshot = settings.encoder.model != "pixels" and settings.scoring.zeroshot
+        probe = settings.scoring.probe != "off"
+        enabled = [name for name, on in (("zs loss", zeroshot and sel.use_zs_loss),
+                                         ("zs cons", zeroshot and sel.use_zs_consistency),
+                                         ("lr loss", probe and sel.use_lr_loss),
+                                         ("lr cons", probe and sel.use_lr_consistency)) if on]
         st.caption("Selection")
         st.markdown(f"θ_gmm {sel.theta_gmm:.2f} · θ_cons {sel.theta_cons:.2f} · τ "
                     f"{settings.scoring.temperature:g}  \n{', '.join(enabled) or 'no scores'}")
