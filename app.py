@@ -26,6 +26,6 @@ pages = {
 }
 
 page = st.navigation(pages)
-state.sidebar()
+state.sidebar(show_selection=page.title != "Tune")
 widgets.encoder_banner()
 page.run()

@@ -144,8 +144,12 @@ def show_error(exc: BaseException) -> None:
         st.error(f"{type(exc).__name__}: {exc}", icon=":material/error:")
 
 
-def sidebar() -> None:
-    """The shared sidebar: active dataset, embedding, selection settings and running jobs."""
+def sidebar(*, show_selection: bool = True) -> None:
+    """The shared sidebar: active dataset, embedding, selection settings and running jobs.
+
+    ``show_selection=False`` on the Tune page, whose sliders show the live values (its panel reruns
+    alone, so a sidebar summary there would lag one move behind).
+    """
     settings = active()
     with st.sidebar:
         st.caption("Active dataset")
@@ -154,6 +158,13 @@ def sidebar() -> None:
         st.caption("Encoder")
         pretrained = f" ({settings.encoder.pretrained})" if settings.encoder.pretrained else ""
         st.markdown(f"`{settings.encoder.model}`{pretrained}")
+        if show_selection:
+            _selection_summary(settings)
+        _running_jobs()
+
+
+def _selection_summary(settings: ActiveSettings) -> None:
+    with st.sidebar:
         sel = settings.selection
         zeroshot = settings.encoder.model != "pixels" and settings.scoring.zeroshot
         probe = settings.scoring.probe != "off"
@@ -164,7 +175,6 @@ def sidebar() -> None:
         st.caption("Selection")
         st.markdown(f"θ_gmm {sel.theta_gmm:.2f} · θ_cons {sel.theta_cons:.2f} · τ "
                     f"{settings.scoring.temperature:g}  \n{', '.join(enabled) or 'no scores'}")
-        _running_jobs()
 
 
 def _running_jobs() -> None:
