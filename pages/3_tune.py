@@ -12,7 +12,7 @@ from clipcleaner_core.errors import CLIPCleanerError
 from clipcleaner_core.gmm import fit_mixtures
 from clipcleaner_core.projection import display_sample
 from clipcleaner_core.selection import PRESETS
-from ui import map_cache, plots, state, widgets
+from ui import map_cache, map_component, plots, state, widgets
 
 MAX_MAP_POINTS = 100_000
 TEMPERATURES = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
@@ -140,6 +140,32 @@ def class_names_of(labels, names):
     return names[np.asarray(labels, dtype=np.int64)]
 
 
+def draw_map(part, coords, names):
+    """Draw the map of the rows ``part`` at ``coords``; returns the sample ids selected on it."""
+    is_noisy = part["is_noisy"].to_numpy() if "is_noisy" in part else None
+    true = part["true_label"].to_numpy() if "true_label" in part else None
+    scores = {"label score": part["label_score"].to_numpy()}
+    for column, label in (("zs_consistency", "zs consistency"), ("lr_consistency", "probe consistency")):
+        if part[column].notna().any():
+            scores[label] = part[column].to_numpy()
+    ids, given, suggested = (part[c].to_numpy() for c in ("index", "given_label", "suggested_label"))
+    chosen = map_component.umap_map(map_component.map_payload(
+        coords, map_component.status_codes(part["is_clean"].to_numpy(), is_noisy), sample_ids=ids,
+        given=given, suggested=suggested, class_names=list(names), scores=scores, true=true), key="tune_map")
+    if chosen is not None:
+        return chosen
+    # the component's files could not be written (e.g. a read-only cache): the slower standard chart
+    st.caption("The fast map is unavailable (its files could not be written to the cache folder); "
+               "showing the standard chart, which redraws every point on each change.")
+    figure = plots.umap_figure(
+        coords, plots.map_status(part["is_clean"].to_numpy(), is_noisy), sample_ids=ids,
+        given=class_names_of(given, names), suggested=class_names_of(suggested, names),
+        true=class_names_of(true, names) if true is not None else None, scores=scores)
+    event = st.plotly_chart(figure, key="tune_map_chart", on_select="rerun", selection_mode=("box", "lasso"),
+                            config={"scrollZoom": True, "displaylogo": False})
+    return plots.selected_sample_ids(event.selection.points if event else [])
+
+
 def show_map(prepared, result):
     """The UMAP map coloured by status; a box / lasso selection opens the samples below it."""
     st.toggle("Show the map", key="tune_show_map")
@@ -159,19 +185,7 @@ def show_map(prepared, result):
     if len(rows) < len(table):
         st.caption(f"Drawing a random {len(rows):,} of {len(table):,} samples; counts are exact.")
     names = np.asarray(prepared.dataset.class_names, dtype=object)
-    part = table.iloc[rows]
-    status = plots.map_status(part["is_clean"].to_numpy(), part["is_noisy"].to_numpy() if "is_noisy" in part else None)
-    scores = {"label score": part["label_score"].to_numpy()}
-    for column, label in (("zs_consistency", "zs consistency"), ("lr_consistency", "probe consistency")):
-        if part[column].notna().any():
-            scores[label] = part[column].to_numpy()
-    figure = plots.umap_figure(
-        coords[rows], status, sample_ids=part["index"].to_numpy(),
-        given=class_names_of(part["given_label"], names), suggested=class_names_of(part["suggested_label"], names),
-        true=class_names_of(part["true_label"], names) if "true_label" in part else None, scores=scores)
-    event = st.plotly_chart(figure, key="tune_map", on_select="rerun", selection_mode=("box", "lasso"),
-                            config={"scrollZoom": True, "displaylogo": False})
-    chosen = plots.selected_sample_ids(event.selection.points if event else [])
+    chosen = draw_map(table.iloc[rows] if len(rows) < len(table) else table, coords[rows], names)
     if len(chosen):
         st.markdown(f"**{len(chosen):,} samples selected on the map**")
         by_index = table.set_index("index").loc[chosen]
