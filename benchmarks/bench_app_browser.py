@@ -6,7 +6,8 @@ scores and computes the UMAP map once (all cached), then starts ``streamlit run 
 
 * the one-off costs: embedding + fit, and the cold UMAP;
 * time to first map on the Tune page when the map is cached (first and a later visit);
-* slider-move-to-updated-count latency and slider-move-to-updated-map latency (median of N moves).
+* slider-move-to-updated-count latency and slider-move-to-updated-map latency (median of N moves;
+  the map's legend counts inside the map component's iframe).
 
 Run: ``python benchmarks/bench_app_browser.py [--n 50000] [--moves 5] [--work DIR]``.
 """
@@ -103,8 +104,12 @@ def start_app(env: dict, log_path: Path) -> tuple[subprocess.Popen, str]:
 FLAGGED_JS = """() => { const m = [...document.querySelectorAll('[data-testid="stMetric"]')]
   .find(e => e.innerText.includes('Flagged'));
   return m ? m.querySelector('[data-testid="stMetricValue"]').innerText.trim() : null; }"""
-LEGEND_JS = """() => { const t = [...document.querySelectorAll('.legendtext')]
-  .map(e => e.textContent).find(s => s.startsWith('flagged')); return t || null; }"""
+MAP_DOC = "document.querySelector('iframe[title*=\"umap_map\"]')?.contentDocument"
+LEGEND_JS = f"""() => {{ const doc = {MAP_DOC}; if (!doc) return null;
+  const t = [...doc.querySelectorAll('.legendtext')].map(e => e.textContent).find(s => s.startsWith('flagged'));
+  return t || null; }}"""
+MAP_STATE_JS = """() => { const f = document.querySelector('iframe[title*="umap_map"]');
+  return f && f.contentWindow.umapMap ? JSON.parse(JSON.stringify(f.contentWindow.umapMap)) : null; }"""
 
 
 def measure(url: str, manifest: Path, moves: int, shots: Path) -> dict:
@@ -151,6 +156,7 @@ def measure(url: str, manifest: Path, moves: int, shots: Path) -> dict:
             print(f"  move: flagged {count_before} -> {page.evaluate(FLAGGED_JS)}", flush=True)
             page.wait_for_timeout(500)
         page.screenshot(path=str(shots / "bench-tune-50k-after-moves.png"), full_page=True)
+        out["map_state"] = page.evaluate(MAP_STATE_JS)
         out["slider_count_s"], out["slider_map_s"] = count_s, map_s
         browser.close()
     return out
@@ -187,6 +193,9 @@ def main(argv=None) -> int:
           f"(moves: {', '.join(f'{s * 1000:.0f}' for s in counts)} ms)")
     print(f"slider move -> updated map:   median {statistics.median(maps) * 1000:.0f} ms "
           f"(moves: {', '.join(f'{s * 1000:.0f}' for s in maps)} ms)")
+    state = result.get("map_state") or {}
+    print(f"map component: {state.get('draws')} full draws, {state.get('restyles')} in-place recolours, "
+          f"last render {state.get('lastMs', float('nan')):.0f} ms inside the iframe")
     print(f"screenshots: {shots}")
     return 0
 

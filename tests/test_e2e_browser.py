@@ -96,6 +96,10 @@ def browser():
         chromium.close()
 
 
+MAP_STATE_JS = """() => { const f = document.querySelector('iframe[title*="umap_map"]');
+  return f && f.contentWindow.umapMap ? JSON.parse(JSON.stringify(f.contentWindow.umapMap)) : null; }"""
+
+
 def metric_value(page, label: str) -> str:
     card = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
     return card.locator('[data-testid="stMetricValue"]').inner_text().strip()
@@ -166,10 +170,44 @@ def test_tune_relabel_reload_export(app_url, browser, tmp_path):
     shot(page, "4-export")
 
     open_page(page, "Tune")  # by now the map has had time to compute in the background
-    the_map = page.locator('[data-testid="stPlotlyChart"]').first
-    expect(the_map).to_be_visible(timeout=240_000)
+    frame = page.locator('iframe[title*="umap_map"]')
+    expect(frame).to_be_visible(timeout=240_000)
+    the_map = frame.content_frame
+    expect(the_map.locator(".js-plotly-plot canvas").first).to_be_attached(timeout=60_000)
     expect(the_map.locator(".legendtext").first).to_contain_text("kept")
-    the_map.scroll_into_view_if_needed()
+    page.wait_for_function(f"() => ({MAP_STATE_JS})()?.renders > 0", timeout=60_000)
+    assert page.evaluate(f"() => ({MAP_STATE_JS})().points") == 1797
+    frame.scroll_into_view_if_needed()
     page.wait_for_timeout(1000)
     shot(page, "5-tune-map")
+
+    before, flagged_before = page.evaluate(MAP_STATE_JS), metric_value(page, "Flagged")
+    for _ in range(3):  # a threshold move recolours the mounted map in place, without a redraw
+        slider.focus()  # (keys pressed while the page is still settling are sometimes dropped: retry)
+        for _ in range(10):
+            slider.press("ArrowLeft")
+        try:
+            expect(flagged.locator('[data-testid="stMetricValue"]')).not_to_have_text(flagged_before, timeout=10_000)
+            break
+        except AssertionError:
+            continue
+    try:
+        page.wait_for_function(f"(old) => JSON.stringify(({MAP_STATE_JS})()?.counts) !== JSON.stringify(old)",
+                               arg=before["counts"], timeout=30_000)
+    except Exception:
+        shot(page, "5b-tune-map-not-updated")
+        raise AssertionError((before, metric_value(page, "Flagged"), page.evaluate(MAP_STATE_JS)))
+    after = page.evaluate(MAP_STATE_JS)
+    assert after["draws"] == before["draws"] and after["restyles"] > before["restyles"], (before, after)
+
+    box = frame.bounding_box()  # a box drawn over the whole map selects points and opens their images
+    frame.element_handle().content_frame().evaluate("() => Plotly.relayout(document.querySelector('.js-plotly-plot'), {dragmode: 'select'})")
+    page.mouse.move(box["x"] + 15, box["y"] + 60)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)
+    page.mouse.move(box["x"] + box["width"] - 15, box["y"] + box["height"] - 15, steps=5)
+    page.mouse.up()
+    expect(page.get_by_text("samples selected on the map")).to_be_visible(timeout=30_000)
+    page.wait_for_timeout(1000)
+    shot(page, "6-tune-map-selection")
     page.close()
