@@ -246,10 +246,11 @@ def _loss_grad(x, y, w, k, l2, mean, whiten):
     """
     rows = np.arange(y.size)
     weight64 = w.astype(np.float64)
+    buffer = np.empty((y.size, k), dtype=np.float32)  # reused: no 4·N·k-byte allocation per call
 
     def loss_grad(theta):
         weights, bias = _original_params(theta, k, mean, whiten)
-        logits = x @ weights.T.astype(np.float32)
+        logits = np.matmul(x, weights.T.astype(np.float32), out=buffer)
         logits += bias.astype(np.float32)
         logits -= logits.max(axis=1, keepdims=True)
         picked = logits[rows, y]
