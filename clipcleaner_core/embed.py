@@ -126,7 +126,7 @@ def embed_dataset(
         options = {"batch_size": batch_size, "num_workers": num_workers, "chunk_size": chunk_size}
         _compute(dataset, encoder_spec, folder, key, options, progress, cancel)
     embedding = _load_complete(key, folder, reused=False)
-    _register(root, embedding)
+    _register(root, embedding, dataset)
     return embedding
 
 
@@ -268,15 +268,18 @@ def _assemble(folder: Path, chunks: Path, n_chunks: int, dim: int, dataset, meta
         logger.warning("%d image(s) could not be decoded and are marked invalid", len(bad_rows))
 
 
-def _register(root: Path, embedding: EmbeddingSet) -> None:
+def _register(root: Path, embedding: EmbeddingSet, dataset) -> None:
     import sqlite3
 
     from clipcleaner_core.store import Catalogue
 
     spec = embedding.meta.get("encoder_spec", {})
     try:
-        Catalogue(root / "catalogue.sqlite").register_embedding(
-            embedding.key, dataset_fp=embedding.meta["dataset"]["content_fingerprint"],
+        catalogue = Catalogue(root / "catalogue.sqlite")
+        content_fp = embedding.meta["dataset"]["content_fingerprint"]
+        catalogue.register_dataset(dataset, fingerprint=content_fp)
+        catalogue.register_embedding(
+            embedding.key, dataset_fp=content_fp,
             model=spec.get("model"), pretrained=spec.get("pretrained"), dim=embedding.dim,
             n=len(embedding), path=embedding.folder,
         )

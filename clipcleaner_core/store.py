@@ -97,9 +97,13 @@ class Catalogue:
             return pd.DataFrame([tuple(r) for r in cursor.fetchall()], columns=columns)
 
     # ---- computed artifacts ----------------------------------------------------------------
-    def register_dataset(self, dataset) -> str:
-        """Record a :class:`~clipcleaner_core.data.dataset.Dataset`; returns its fingerprint."""
-        fingerprint = dataset.fingerprint()
+    def register_dataset(self, dataset, *, fingerprint: str | None = None) -> str:
+        """Record a :class:`~clipcleaner_core.data.dataset.Dataset`; returns the fingerprint used.
+
+        ``fingerprint`` defaults to ``dataset.fingerprint()`` (labels included, the key of review
+        decisions); embeddings pass ``dataset.content_fingerprint()``, the key they are listed by.
+        """
+        fingerprint = fingerprint or dataset.fingerprint()
         with self._transaction() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -73,6 +73,19 @@ def test_embeddings_are_cached_by_content_and_reused(tmp_path, compute_calls):
         load_embedding("0" * 24, cache_root=tmp_path)
 
 
+def test_new_embeddings_are_listed_with_their_dataset_name(tmp_path):
+    from clipcleaner_core.store import Catalogue
+
+    dataset = memory_dataset()
+    embedding = embed_dataset(dataset, PIXELS, cache_root=tmp_path)
+    catalogue = Catalogue(tmp_path / "catalogue.sqlite")
+    listed = catalogue.list_embeddings()
+    assert embedding.key in set(listed["key"])
+    fp = listed.loc[listed["key"] == embedding.key, "dataset_fp"].iloc[0]
+    datasets = catalogue.list_datasets()
+    assert datasets.loc[datasets["fingerprint"] == fp, "name"].tolist() == [dataset.name]
+
+
 def test_key_changes_with_pixels_and_encoder(tiny_spec):
     dataset = memory_dataset()
     other_pixels = memory_dataset(seed=5)
