@@ -60,6 +60,14 @@ def clean_probability(
     return _compute_clean_probability(scores, labels, mixtures)
 
 
+def mixture_posterior(scores: np.ndarray, labels: np.ndarray, mixtures: ClassMixtures) -> np.ndarray:
+    """(N,) clean probability of each sample under already fitted ``mixtures`` (see
+    :func:`fit_mixtures`): the posterior of its class's larger-mean component, 1.0 where the class
+    has no fitted mixture."""
+    scores, labels = _validate(scores, labels, len(mixtures.fitted))
+    return _compute_clean_probability(scores, labels, mixtures)
+
+
 def fit_mixtures(
     scores: np.ndarray,
     labels: np.ndarray,

@@ -10,6 +10,7 @@ Two calls split the expensive part from the cheap one:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -59,11 +60,12 @@ class Prepared:
     encoder_name: str
     notes: tuple[str, ...] = ()
 
-    @property
+    @functools.cached_property
     def sample_paths(self) -> list[str]:
+        """Paths of the valid rows, built once (every slider move's score table needs them)."""
         return [self.dataset.paths[i] for i in self.sample_index]
 
-    @property
+    @functools.cached_property
     def true_labels(self) -> np.ndarray | None:
         if self.dataset.true_labels is None:
             return None

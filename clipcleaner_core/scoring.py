@@ -30,13 +30,13 @@ from scipy.special import log_softmax
 
 from . import atomic
 from .errors import DataError
-from .gmm import clean_probability
+from .gmm import ClassMixtures, fit_mixtures, mixture_posterior
 from .probe import PROBE_MODES, probe_log_probabilities
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int, "float | None"], None]
-FIT_FORMAT_VERSION = 1
+FIT_FORMAT_VERSION = 2  # 2: the per-class mixtures are stored too
 _ARRAYS = (
     "labels", "p_zs", "p_lr", "zs_loss_score", "zs_consistency", "lr_loss_score",
     "lr_consistency", "zs_clean_prob", "lr_clean_prob",
@@ -92,6 +92,8 @@ class ScoreFit:
     lr_consistency: np.ndarray | None = None
     zs_clean_prob: np.ndarray | None = None
     lr_clean_prob: np.ndarray | None = None
+    zs_mixtures: ClassMixtures | None = None
+    lr_mixtures: ClassMixtures | None = None
     _argmax_cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def suggested_label(self, *, zeroshot: bool, probe: bool) -> np.ndarray:
@@ -235,9 +237,10 @@ def fit_scores(
     _notify(progress, "mixtures", 0, 1)
     for prefix in ("zs", "lr"):
         if f"{prefix}_loss_score" in parts:
-            parts[f"{prefix}_clean_prob"] = clean_probability(
-                parts[f"{prefix}_loss_score"], labels, num_classes=num_classes
-            )
+            loss = parts[f"{prefix}_loss_score"]
+            mixtures = fit_mixtures(loss, labels, num_classes=num_classes)
+            parts[f"{prefix}_mixtures"] = mixtures
+            parts[f"{prefix}_clean_prob"] = mixture_posterior(loss, labels, mixtures)
     _notify(progress, "mixtures", 1, 1)
     return ScoreFit(config=config, num_classes=num_classes, labels=labels, **parts)
 
@@ -258,6 +261,11 @@ def _notify(progress, stage, done, total):
 def save_fit(fit: ScoreFit, path: str | Path) -> Path:
     """Write ``fit`` atomically to ``path`` (.npz) with a JSON sidecar (config, K, versions)."""
     arrays = {name: getattr(fit, name) for name in _ARRAYS if getattr(fit, name) is not None}
+    for prefix in ("zs", "lr"):
+        mixtures = getattr(fit, f"{prefix}_mixtures")
+        if mixtures is not None:
+            arrays.update({f"{prefix}_mixtures_{f.name}": getattr(mixtures, f.name)
+                           for f in dataclasses.fields(ClassMixtures)})
     with atomic.atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
@@ -277,13 +285,17 @@ def save_fit(fit: ScoreFit, path: str | Path) -> Path:
 def load_fit(path: str | Path) -> ScoreFit:
     """Read a fit written by :func:`save_fit`."""
     meta = atomic.read_sidecar(path)
-    if meta.get("format") != "clipcleaner.ScoreFit":
+    if meta.get("format") != "clipcleaner.ScoreFit" or meta.get("format_version") != FIT_FORMAT_VERSION:
         raise DataError(
-            f"{path} has no ScoreFit sidecar ({atomic.sidecar_path(path).name}); "
-            "re-run fit_scores and save_fit."
+            f"{path} is not a version-{FIT_FORMAT_VERSION} ScoreFit (sidecar "
+            f"{atomic.sidecar_path(path).name}); re-run fit_scores and save_fit."
         )
     with np.load(path, allow_pickle=False) as data:
         arrays = {name: data[name] for name in _ARRAYS if name in data.files}
+        for prefix in ("zs", "lr"):
+            names = [f"{prefix}_mixtures_{f.name}" for f in dataclasses.fields(ClassMixtures)]
+            if all(name in data.files for name in names):
+                arrays[f"{prefix}_mixtures"] = ClassMixtures(*(data[name] for name in names))
     return ScoreFit(
         config=ScoringConfig.from_dict(meta["config"]),
         num_classes=int(meta["num_classes"]),

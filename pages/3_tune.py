@@ -9,7 +9,6 @@ import numpy as np
 import streamlit as st
 
 from clipcleaner_core.errors import CLIPCleanerError
-from clipcleaner_core.gmm import fit_mixtures
 from clipcleaner_core.projection import display_sample
 from clipcleaner_core.selection import PRESETS
 from ui import map_cache, map_component, plots, state, widgets
@@ -220,16 +219,10 @@ def per_class_view(prepared, result):
         key="tune_cons_hist")
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def class_mixtures(fit_key, prefix, _fit):
-    """The per-class 2-component mixtures behind the clean probabilities (deterministic refit)."""
-    return fit_mixtures(getattr(_fit, f"{prefix}_loss_score"), _fit.labels, num_classes=_fit.num_classes)
-
-
 def mixture_of(prepared, prefix, k):
     """Means / variances / weights of class ``k``'s mixture, or None (then the curve is drawn)."""
-    mixtures = class_mixtures(prepared.fit_key, prefix, prepared.fit)
-    if not mixtures.fitted[k]:
+    mixtures = getattr(prepared.fit, f"{prefix}_mixtures")
+    if mixtures is None or not mixtures.fitted[k]:
         return None
     return {"means": mixtures.means[k], "variances": mixtures.variances[k], "weights": mixtures.weights[k]}
 

@@ -154,3 +154,27 @@ def test_save_and_load_round_trip(problem, tmp_path):
     assert again.p_lr is None
     np.testing.assert_array_equal(again.zs_clean_prob, fit.zs_clean_prob)
     np.testing.assert_array_equal(again.labels, fit.labels)
+    np.testing.assert_array_equal(again.zs_mixtures.means, fit.zs_mixtures.means)
+    assert again.lr_mixtures is None
+
+
+def test_stored_mixtures_give_the_clean_probabilities(problem):
+    from clipcleaner_core.gmm import clean_probability, mixture_posterior
+
+    fit = _fit(problem)
+    for prefix in ("zs", "lr"):
+        loss, mixtures = getattr(fit, f"{prefix}_loss_score"), getattr(fit, f"{prefix}_mixtures")
+        np.testing.assert_allclose(mixture_posterior(loss, fit.labels, mixtures), getattr(fit, f"{prefix}_clean_prob"))
+        np.testing.assert_allclose(clean_probability(loss, fit.labels, num_classes=4),
+                                   getattr(fit, f"{prefix}_clean_prob"))
+
+
+def test_a_fit_from_an_older_format_is_refused_so_it_is_recomputed(problem, tmp_path):
+    import json
+
+    path = save_fit(_fit(problem), tmp_path / "fit.npz")
+    sidecar = tmp_path / "fit.npz.json"
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**meta, "format_version": 1}))
+    with pytest.raises(DataError, match="version"):
+        load_fit(path)
