@@ -36,7 +36,7 @@ from .probe import PROBE_MODES, probe_log_probabilities
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int, "float | None"], None]
-FIT_FORMAT_VERSION = 2  # 2: the per-class mixtures are stored too
+FIT_FORMAT_VERSION = 3  # 2: the per-class mixtures are stored; 3: probe at the whitened tolerance
 _ARRAYS = (
     "labels", "p_zs", "p_lr", "zs_loss_score", "zs_consistency", "lr_loss_score",
     "lr_consistency", "zs_clean_prob", "lr_clean_prob",

@@ -85,3 +85,29 @@ def test_off_and_unknown_modes():
     assert probe_log_probabilities(x, np.arange(3), num_classes=3, mode="off") is None
     with pytest.raises(ValueError, match="valid modes"):
         probe_log_probabilities(x, np.arange(3), num_classes=3, mode="kfold")
+
+
+def test_fit_restores_blas_thread_counts_even_when_an_evaluation_fails(problem, monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    from clipcleaner_core import probe as probe_module
+
+    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    fit_probe(problem["features"], problem["labels"], num_classes=8)
+    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
+
+    seen = []
+
+    def failing(*args):
+        def loss_grad(theta):
+            # inside an evaluation the counts are the caller's, not the optimizer's single thread
+            seen.append([lib["num_threads"] for lib in threadpool_info()
+                         if lib["user_api"] == "blas"])
+            raise RuntimeError("boom")
+        return loss_grad
+
+    monkeypatch.setattr(probe_module, "_loss_grad", failing)
+    with pytest.raises(RuntimeError, match="boom"):
+        fit_probe(problem["features"], problem["labels"], num_classes=8)
+    assert seen == [before]
+    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
