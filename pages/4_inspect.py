@@ -39,11 +39,16 @@ def undo():
         st.toast("Nothing to undo.")
 
 
-def filters(names, enabled):
+def filters(names, enabled, map_ids):
     """The filter row; returns the chosen options."""
     show_col, given_col, suggested_col, by_col, sort_col = st.columns([2, 2, 2, 2, 1])
+    shows = (*SHOW, state.MAP_SELECTION_SHOW) if map_ids else SHOW
+    if st.session_state.get("inspect_show") not in shows:
+        st.session_state["inspect_show"] = SHOW[0]
     return {
-        "show": show_col.selectbox("Show", SHOW, key="inspect_show"),
+        "show": show_col.selectbox(
+            "Show", shows, key="inspect_show",
+            format_func=lambda s: f"{s} ({len(map_ids):,})" if s == state.MAP_SELECTION_SHOW else s),
         "given": given_col.multiselect("Given class", range(len(names)), format_func=names.__getitem__,
                                        key="inspect_given", placeholder="any"),
         "suggested": suggested_col.multiselect("Suggested class", range(len(names)),
@@ -61,13 +66,16 @@ def is_reviewed(table):
     return table["review_decision"].fillna("").astype(str).ne("").to_numpy()
 
 
-def matching_rows(result, chosen):
+def matching_rows(result, chosen, map_ids=()):
     """Table rows passing the filters, sorted by label score."""
     table = result.table
     flagged = ~np.asarray(result.selection.clean_mask, dtype=bool)
     reviewed = is_reviewed(table)
-    keep = {"flagged": flagged, "flagged, not reviewed": flagged & ~reviewed,
-            "reviewed": reviewed, "all samples": np.ones(len(table), dtype=bool)}[chosen["show"]].copy()
+    if chosen["show"] == state.MAP_SELECTION_SHOW:
+        keep = table["index"].isin(map_ids).to_numpy()
+    else:
+        keep = {"flagged": flagged, "flagged, not reviewed": flagged & ~reviewed,
+                "reviewed": reviewed, "all samples": np.ones(len(table), dtype=bool)}[chosen["show"]].copy()
     if chosen["given"]:
         keep &= table["given_label"].isin(chosen["given"]).to_numpy()
     if chosen["suggested"]:
@@ -164,8 +172,9 @@ prepared, result = load()
 names = list(prepared.dataset.class_names)
 decided = int(is_reviewed(result.table).sum())
 st.markdown(f"{result.metrics['flagged']:,} samples flagged · {decided:,} reviewed")
-chosen = filters(names, list(result.selection.enabled))
-rows = matching_rows(result, chosen)
+map_ids = state.map_selection()
+chosen = filters(names, list(result.selection.enabled), map_ids)
+rows = matching_rows(result, chosen, map_ids)
 page_rows = rows[pager(len(rows))]
 page_actions(page_rows, result.table)
 if len(page_rows):

@@ -6,17 +6,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+from app_helpers import open_app
+
 PAGE = "pages/1_dataset.py"
 
 
 @pytest.fixture()
 def at():
-    app = AppTest.from_file(APP, default_timeout=180).switch_page(PAGE).run()
-    assert not app.exception, app.exception
-    return app
+    return open_app(PAGE)
 
 
 def metric(at, label):

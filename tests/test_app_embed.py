@@ -1,24 +1,19 @@
 """Embed page: model picker with weights status, prompt editor, background embedding with cancel."""
-import json
 import time
-from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
+from app_helpers import open_app
 from clipcleaner_core import embed
 from clipcleaner_core.errors import Cancelled
 from clipcleaner_core.testing import make_tiny_clip
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/2_embed.py"
 
 
 @pytest.fixture()
 def at():
-    app = AppTest.from_file(APP, default_timeout=180).switch_page(PAGE).run()
-    assert not app.exception, app.exception
-    return app
+    return open_app(PAGE)
 
 
 def run_until_done(at, seconds=120):

@@ -6,20 +6,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
+from app_helpers import open_app
 from ui.state import ActiveSettings
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 PAGE = "pages/5_export.py"
 
 
 @pytest.fixture()
 def at(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPCLEANER_DATA_ROOTS", str(tmp_path))
-    app = AppTest.from_file(APP, default_timeout=180).switch_page(PAGE).run()
-    assert not app.exception, app.exception
-    return app
+    return open_app(PAGE)
 
 
 def write(at, fmt, target):

@@ -1,21 +1,15 @@
 """The Inspect page: flagged cards, and review decisions that outlive the session, with undo."""
-from pathlib import Path
-
 from streamlit.testing.v1 import AppTest
 
+from app_helpers import open_app
 from clipcleaner_core.data import load_dataset
 from clipcleaner_core.store import Catalogue
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGE = "pages/4_inspect.py"
 
 
-def open_inspect() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.session_state["tune_show_map"] = False
-    at.run()
-    at.switch_page("pages/4_inspect.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+def open_inspect(**session_state) -> AppTest:
+    return open_app(PAGE, **session_state)
 
 
 def relabel_buttons(at: AppTest):
@@ -63,3 +57,21 @@ def test_filter_by_given_class_and_page_actions():
     assert len(decisions()) == before + len(texts)
     at.button(key="inspect_undo").click().run()
     assert len(decisions()) == before
+
+
+def test_samples_sent_from_the_tune_map_are_shown_and_only_for_their_dataset():
+    sent = [5, 17, 40]
+    at = open_inspect(map_selection={"fingerprint": load_dataset("demo").fingerprint(), "ids": sent},
+                      inspect_show="selected on the map")
+    assert at.selectbox(key="inspect_show").value == "selected on the map"
+    shown = sorted(int(b.key[13:]) for b in at.button
+                   if (b.key or "").startswith("inspect_keep_") and b.key[13:].isdigit())
+    assert shown == sent
+    assert any("3 samples match" in c.value for c in at.caption)
+
+    # a selection made on another dataset is not offered
+    at.session_state["map_selection"] = {"fingerprint": "another-dataset", "ids": sent}
+    at.run()
+    assert not at.exception
+    assert "selected on the map" not in at.selectbox(key="inspect_show").options
+    assert at.selectbox(key="inspect_show").value == "flagged"

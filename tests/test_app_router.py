@@ -1,22 +1,16 @@
 """The entry file routes to every page and opens on the already-scored demo with no clicks."""
-from pathlib import Path
-
-from streamlit.testing.v1 import AppTest
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-TIMEOUT = 180
+from app_helpers import open_app
 
 
 def test_first_launch_opens_tune_on_the_scored_demo():
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
-    assert not at.exception, at.exception
+    at = open_app()
     assert any(t.value.startswith("Tune") for t in at.title), [t.value for t in at.title]
     sidebar = " ".join(m.value for m in at.sidebar.markdown)
     assert "demo" in sidebar and "pixels" in sidebar
 
 
 def test_banner_names_the_encoder_and_how_to_get_clip_weights():
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at = open_app()
     banner = " ".join(i.value for i in at.info)
     assert "pixel features" in banner
     how_to = " ".join(m.value for e in at.expander if e.label == "How to get CLIP weights" for m in e.markdown)
@@ -26,7 +20,7 @@ def test_banner_names_the_encoder_and_how_to_get_clip_weights():
 
 
 def test_every_page_renders():
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at = open_app()
     for page, title in [("pages/1_dataset.py", "Dataset"), ("pages/2_embed.py", "Embed"),
                         ("pages/5_export.py", "Export")]:
         at.switch_page(page).run()

@@ -1,24 +1,17 @@
 """Train page: launch real runs on the demo from the app, watch their curves, compare and cancel them."""
 import os
 import time
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app_helpers import TIMEOUT, open_app
 from clipcleaner_core.jobs import JobRunner
 from clipcleaner_core.store import Catalogue
 
-ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 180
-
 
 def open_train_page() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.run()
-    at.switch_page("pages/6_train.py").run()
-    assert not at.exception, at.exception
-    return at
+    return open_app("pages/6_train.py")
 
 
 def wait_finished(job_id: int, timeout: float = TIMEOUT):

@@ -1,18 +1,12 @@
 """The Tune page: it renders on the demo, and its widgets change the selection as the method says."""
-from pathlib import Path
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+from app_helpers import open_app
 
 
 def open_tune(*, show_map: bool = False) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.session_state["tune_show_map"] = show_map
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return open_app(tune_show_map=show_map)
 
 
 def metric(at: AppTest, label: str) -> str:

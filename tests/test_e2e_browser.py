@@ -210,4 +210,10 @@ def test_tune_relabel_reload_export(app_url, browser, tmp_path):
     expect(page.get_by_text("samples selected on the map")).to_be_visible(timeout=30_000)
     page.wait_for_timeout(1000)
     shot(page, "6-tune-map-selection")
+    selected = int(page.get_by_text("samples selected on the map").inner_text().split()[0].replace(",", ""))
+
+    page.locator(".st-key-tune_send_to_inspect button").click()  # review the selection in Inspect
+    expect(page.get_by_text(f"{selected:,} samples match")).to_be_visible(timeout=60_000)
+    expect(page.get_by_role("combobox", name="Show")).to_have_value(f"selected on the map ({selected:,})")
+    shot(page, "7-inspect-map-selection")
     page.close()

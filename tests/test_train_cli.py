@@ -1,7 +1,6 @@
 """The train command and the demo end to end: the cleaned set beats all given labels."""
 import json
 
-import numpy as np
 import pytest
 
 from clipcleaner_core.train import TrainConfig, train

@@ -124,6 +124,24 @@ def dataset_fingerprint() -> str:
     return _dataset_fingerprint(active().dataset_key())
 
 
+MAP_SELECTION_KEY = "map_selection"
+MAP_SELECTION_SHOW = "selected on the map"
+
+
+def send_map_selection(sample_ids) -> None:
+    """Remember the samples selected on the Tune map, for Inspect to show."""
+    st.session_state[MAP_SELECTION_KEY] = {"fingerprint": dataset_fingerprint(),
+                                           "ids": [int(i) for i in sample_ids]}
+
+
+def map_selection() -> list[int]:
+    """The sample ids sent from the Tune map, or [] when none were sent for the active dataset."""
+    sent = st.session_state.get(MAP_SELECTION_KEY)
+    if not sent or sent.get("fingerprint") != dataset_fingerprint():
+        return []
+    return list(sent["ids"])
+
+
 def result() -> Result:
     """The active selection applied to the prepared fit, with review decisions: milliseconds."""
     prep = prepared()

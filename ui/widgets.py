@@ -242,7 +242,7 @@ def encoder_banner() -> None:
                 "pick them on the Embed page for zero-shot scores.", icon=":material/memory:")
         return
     if st.session_state.get("hide_weights_help"):
-        st.caption(f":material/memory: Encoder: **pixel features** (no CLIP weights on this machine; "
+        st.caption(":material/memory: Encoder: **pixel features** (no CLIP weights on this machine; "
                    "zero-shot scores off). The Embed page says how to get them.")
         return
     left, right = st.columns([6, 1], vertical_alignment="center")
