@@ -24,6 +24,7 @@ Modes: ``"in-sample"`` (the paper: fit on all samples, predict the same samples)
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -247,39 +248,55 @@ class _SingleThreadedOptimizerBlas:
     pool. Left threaded, SciPy's pool keeps spinning after each optimizer step while NumPy's pool
     runs the evaluation's matrix products, and on a 2-core machine the products run at half speed
     (66 ms instead of 33 ms each at N=50k, D=512, K=100: the whole fit 2.4 s instead of 1.5 s).
-    Limiting every BLAS library to one thread for the optimizer and restoring the counts each
-    evaluation started with works whether NumPy and SciPy share one BLAS or not.
+    Limiting every BLAS library to one thread for the optimizer and restoring the counts found
+    on entry inside each evaluation works whether NumPy and SciPy share one BLAS or not.
+
+    The thread counts are process-wide, so concurrent fits (threads of one app process) share one
+    record: the first to enter saves the counts, the last to leave restores them.
     """
 
-    def __enter__(self):
-        from threadpoolctl import ThreadpoolController
+    _lock = threading.Lock()
+    _users = 0
+    _saved: list = []
 
-        self._libs = [
-            (lib, lib.num_threads)
-            for lib in ThreadpoolController().select(user_api="blas").lib_controllers
-        ]
-        self._set(1)
+    def __enter__(self):
+        cls = type(self)
+        with cls._lock:
+            if cls._users == 0:
+                from threadpoolctl import ThreadpoolController
+
+                cls._saved = [(lib, lib.num_threads) for lib in
+                              ThreadpoolController().select(user_api="blas").lib_controllers]
+            cls._users += 1
+            self._set_single()
         return self
 
     def __exit__(self, *exc):
-        self._restore()
+        cls = type(self)
+        with cls._lock:
+            cls._users -= 1
+            if cls._users == 0:
+                self._restore()
 
     def full(self, fun):
+        """``fun`` run with the saved thread counts, back to one thread after it returns."""
         def wrapped(*args, **kwargs):
-            self._restore()
+            with self._lock:
+                self._restore()
             try:
                 return fun(*args, **kwargs)
             finally:
-                self._set(1)
+                with self._lock:
+                    self._set_single()
 
         return wrapped
 
-    def _set(self, n):
-        for lib, _ in self._libs:
-            lib.set_num_threads(n)
+    def _set_single(self):
+        for lib, _ in self._saved:
+            lib.set_num_threads(1)
 
     def _restore(self):
-        for lib, n in self._libs:
+        for lib, n in self._saved:
             lib.set_num_threads(n)
 
 

@@ -111,3 +111,18 @@ def test_fit_restores_blas_thread_counts_even_when_an_evaluation_fails(problem, 
         fit_probe(problem["features"], problem["labels"], num_classes=8)
     assert seen == [before]
     assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
+
+
+def test_concurrent_fits_leave_the_blas_thread_counts_as_they_found_them(problem):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_info
+
+    before = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    with ThreadPoolExecutor(3) as pool:
+        fits = list(pool.map(lambda _: fit_probe(problem["features"], problem["labels"], num_classes=8),
+                             range(6)))
+    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
+    for fitted in fits[1:]:
+        np.testing.assert_allclose(np.exp(fitted.predict_log_proba(problem["features"])),
+                                   np.exp(fits[0].predict_log_proba(problem["features"])), atol=1e-3)
