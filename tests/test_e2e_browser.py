@@ -109,16 +109,20 @@ def open_page(page, title: str) -> None:
     page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).first.click()
 
 
-def first_card_relabel(page):
+def first_card_relabel(page, timeout_s: float = 60):
     """(sample index, element) of the first card's enabled "Relabel → suggestion" button.
 
     Streamlit tags each element with a ``st-key-<key>`` class; card buttons are keyed by index.
+    The page draws its buttons row before the cards, so this waits for the cards to arrive.
     """
-    for element in page.locator('[class*="st-key-inspect_relabel_"]').all():
-        key = next(c for c in element.get_attribute("class").split() if c.startswith("st-key-"))
-        suffix = key.rsplit("_", 1)[1]
-        if suffix.isdigit() and element.locator("button").is_enabled():
-            return int(suffix), element
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for element in page.locator('[class*="st-key-inspect_relabel_"]').all():
+            key = next(c for c in element.get_attribute("class").split() if c.startswith("st-key-"))
+            suffix = key.rsplit("_", 1)[1]
+            if suffix.isdigit() and element.locator("button").is_enabled():
+                return int(suffix), element
+        page.wait_for_timeout(250)
     raise AssertionError("no card with an enabled relabel button")
 
 
