@@ -79,35 +79,59 @@ def _prepared_key(settings: ActiveSettings) -> str:
     }, sort_keys=True)
 
 
-_PREPARED_ENTRIES = 4
+class PreparedStore:
+    """Process-wide {key: value} of the most recent ``entries`` fits, computed once per key.
+
+    Each key has its own lock: sessions asking for the same fit wait for one computation, while a
+    session asking for another fit (another dataset, encoder or temperature) does not wait for it.
+    A computation that raises stores nothing; the next caller tries again.
+    """
+
+    def __init__(self, entries: int = 4) -> None:
+        self.entries = entries
+        self._values: dict = {}  # most recently used last
+        self._computing: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str, compute):
+        with self._lock:
+            if key in self._values:
+                return self._touch(key)
+            key_lock = self._computing.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                if key in self._values:  # computed by another session while this one waited
+                    return self._touch(key)
+            value = compute()
+            with self._lock:
+                self._values[key] = value
+                self._computing.pop(key, None)
+                while len(self._values) > self.entries:
+                    self._values.pop(next(iter(self._values)))
+            return value
+
+    def _touch(self, key):
+        self._values[key] = self._values.pop(key)
+        return self._values[key]
 
 
 @st.cache_resource(show_spinner=False)
-def _prepared_store() -> tuple[dict, threading.Lock]:
-    """Process-wide {key: Prepared} (most recent last) and its lock.
+def _prepared_store() -> PreparedStore:
+    """The process's fitted results.
 
-    A plain dict rather than ``st.cache_resource`` on the computation itself: the progress callback
-    draws into the caller's progress bar, and Streamlit cannot replay such elements on a cache hit.
+    A store of our own rather than ``st.cache_resource`` on the computation itself: the progress
+    callback draws into the caller's progress bar, and Streamlit cannot replay such elements on a
+    cache hit.
     """
-    return {}, threading.Lock()
+    return PreparedStore()
 
 
 def prepared(progress=None, cancel=None) -> Prepared:
     """The active :class:`~clipcleaner_core.pipeline.Prepared` fit (cached; may raise CLIPCleanerError)."""
     settings = active()
-    key = _prepared_key(settings)
-    store, lock = _prepared_store()
-    with lock:
-        if key in store:
-            store[key] = store.pop(key)
-            return store[key]
-        value = prepare(_load_dataset(settings.dataset_key()), settings.encoder,
-                        prompts=settings.prompts, scoring=settings.scoring,
-                        progress=progress, cancel=cancel)
-        store[key] = value
-        while len(store) > _PREPARED_ENTRIES:
-            store.pop(next(iter(store)))
-        return value
+    return _prepared_store().get(_prepared_key(settings), lambda: prepare(
+        _load_dataset(settings.dataset_key()), settings.encoder, prompts=settings.prompts,
+        scoring=settings.scoring, progress=progress, cancel=cancel))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
