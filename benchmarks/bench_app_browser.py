@@ -65,14 +65,14 @@ def precompute(manifest: Path, cache: Path) -> dict:
     from clipcleaner_core.data import load_dataset
     from clipcleaner_core.encoders import EncoderSpec
     from clipcleaner_core.pipeline import prepare
-    from clipcleaner_core.projection import compute_umap
+    from ui.map_cache import compute_map
 
     started = time.perf_counter()
     dataset = load_dataset(str(manifest), format="manifest")
     prepared = prepare(dataset, EncoderSpec(model="pixels"), cache_root=cache)
     prepared_s = time.perf_counter() - started
     started = time.perf_counter()
-    compute_umap(prepared.features, cache_key=f"umap-{prepared.embedding.key}", cache_root=cache)
+    compute_map(prepared, cache_root=cache)
     return {"n": len(dataset), "prepare_s": prepared_s, "umap_s": time.perf_counter() - started}
 
 

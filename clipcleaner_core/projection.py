@@ -32,7 +32,7 @@ def compute_umap(
     cache_key: str,
     cache_root: str | Path | None = None,
     pca_dims: int = 50,
-    seed: int = 0,
+    seed: int | None = 0,
     n_neighbors: int = 15,
     min_dist: float = 0.1,
     progress: Progress | None = None,
@@ -45,7 +45,9 @@ def compute_umap(
             letters, digits, ``.``, ``_`` and ``-`` only. Parameters are added to it automatically.
         cache_root: cache folder (default :func:`clipcleaner_core.paths.cache_dir`).
         pca_dims: when D > pca_dims, PCA (seeded) reduces to this many dimensions first.
-        seed: random state for PCA and UMAP (seeded UMAP runs single-threaded, so results repeat).
+        seed: random state for PCA and UMAP: seeded UMAP runs on one thread and repeats exactly;
+            ``None`` runs it on every core, ~1.8x faster on 2 cores (more on larger machines),
+            but two runs differ slightly (the cache makes one run serve every later visit).
         n_neighbors, min_dist: UMAP parameters.
         progress: optional ``progress(stage, done, total, rate)``; stages "pca", "umap", "done".
 
@@ -56,7 +58,7 @@ def compute_umap(
     features = _validated_features(features)
     _check_options(cache_key, pca_dims, n_neighbors, min_dist)
     params = {"n": int(features.shape[0]), "d": int(features.shape[1]), "pca_dims": int(pca_dims),
-              "seed": int(seed), "n_neighbors": int(n_neighbors), "min_dist": float(min_dist),
+              "seed": None if seed is None else int(seed), "n_neighbors": int(n_neighbors), "min_dist": float(min_dist),
               "algorithm": _ALGORITHM_VERSION}
     path = umap_cache_path(cache_key, params, cache_root=cache_root)
     cached = _load_cached(path, features.shape[0])
@@ -100,13 +102,14 @@ def _compute(features: np.ndarray, params: dict, progress: Progress | None) -> n
     import umap  # imported here: importing umap-learn compiles numba code (slow)
 
     reducer = umap.UMAP(n_components=2, n_neighbors=params["n_neighbors"], min_dist=params["min_dist"],
-                        random_state=params["seed"], n_jobs=1)
+                        random_state=params["seed"], n_jobs=1 if params["seed"] is not None else -1)
     coords = reducer.fit_transform(reduced)
     return np.ascontiguousarray(coords, dtype=np.float32)
 
 
-def _pca(features: np.ndarray, dims: int, seed: int) -> np.ndarray:
-    """First ``dims`` principal components, zero-padded when there are fewer (float32)."""
+def _pca(features: np.ndarray, dims: int, seed: int | None) -> np.ndarray:
+    """First ``dims`` principal components, zero-padded when there are fewer (float32); seeded
+    (0 when ``seed`` is None), so only UMAP's own parallel steps can vary between runs."""
     n, d = features.shape
     out = np.zeros((n, dims), dtype=np.float32)
     usable = min(dims, n, d)
@@ -114,7 +117,7 @@ def _pca(features: np.ndarray, dims: int, seed: int) -> np.ndarray:
         return out
     from sklearn.decomposition import PCA
 
-    out[:, :usable] = PCA(n_components=usable, random_state=seed).fit_transform(features)
+    out[:, :usable] = PCA(n_components=usable, random_state=0 if seed is None else seed).fit_transform(features)
     return out
 
 

@@ -97,3 +97,22 @@ def test_display_sample_keeps_everything_when_small_and_samples_when_large():
     assert np.all(np.diff(sample) > 0) and sample.max() < 1000
     assert np.array_equal(sample, display_sample(1000, max_points=100, seed=3))
     assert not np.array_equal(sample, display_sample(1000, max_points=100, seed=4))
+
+
+def test_unseeded_map_runs_in_parallel_and_has_its_own_cache_entry(tmp_path, monkeypatch):
+    import umap
+
+    made = []
+    real = umap.UMAP
+
+    def recording(**kwargs):
+        made.append(kwargs)
+        return real(**kwargs)
+
+    monkeypatch.setattr(umap, "UMAP", recording)
+    features, labels = clustered_features(n=120)
+    seeded = compute_umap(features, cache_key="k", cache_root=tmp_path, pca_dims=10)
+    parallel = compute_umap(features, cache_key="k", cache_root=tmp_path, pca_dims=10, seed=None)
+    assert [(m["random_state"], m["n_jobs"]) for m in made] == [(0, 1), (None, -1)]
+    assert seeded.shape == parallel.shape == (120, 2) and np.isfinite(parallel).all()
+    assert len(list((tmp_path / "umap").glob("*.npy"))) == 2
