@@ -194,7 +194,7 @@ def _load_or_fit(root, fit_key, features, labels, num_classes, text_features, te
         try:
             return load_fit(path)
         except Exception as exc:  # a damaged cache entry is recomputed, never fatal
-            log.warning("refitting: cached fit %s unreadable (%s)", path, exc)
+            log.warning("refitting: cached fit %s is unreadable or from an older version (%s)", path, exc)
     if progress is not None:
         progress("fit", 0, 1, None)
     start = time.perf_counter()
