@@ -130,6 +130,13 @@ def _precision_recall_f1(clean_mask: np.ndarray, correct: np.ndarray) -> tuple[f
     return precision, recall, f1
 
 
+def label_issue_auroc(given: np.ndarray, true: np.ndarray, label_score: np.ndarray | None) -> float:
+    """AUROC of ``1 - label_score`` for finding samples whose given label is wrong; NaN when only
+    one kind of sample exists or no score is given."""
+    _, given, true = _validate(np.ones(np.asarray(given).size, dtype=bool), given, true)
+    return _auroc(given != true, label_score)
+
+
 def _auroc(is_wrong: np.ndarray, label_score: np.ndarray | None) -> float:
     if label_score is None:
         return float("nan")

@@ -24,7 +24,7 @@ from clipcleaner_core import atomic
 from clipcleaner_core.data.dataset import Dataset
 from clipcleaner_core.embed import EmbeddingSet, embed_dataset, embed_texts
 from clipcleaner_core.encoders import EncoderSpec
-from clipcleaner_core.metrics import per_class_table, selection_metrics
+from clipcleaner_core.metrics import label_issue_auroc, per_class_table, selection_metrics
 from clipcleaner_core.paths import cache_dir
 from clipcleaner_core.prompts import PromptSet, prompt_set_for
 from clipcleaner_core.scoring import ScoreFit, ScoringConfig, fit_scores, load_fit, save_fit
@@ -70,6 +70,23 @@ class Prepared:
         if self.dataset.true_labels is None:
             return None
         return self.dataset.true_labels[self.sample_index]
+
+    @functools.cached_property
+    def _auroc_by_scores(self) -> dict:
+        return {}
+
+    def label_issue_auroc(self, enabled: tuple, label_score: np.ndarray) -> float:
+        """AUROC of ``label_score`` for finding wrong labels (NaN without ground truth).
+
+        ``label_score`` depends only on which scores are enabled, never on the thresholds, so the
+        AUROC (~15 ms at 50k samples) is computed once per set of scores, not on every slider move.
+        """
+        if self.true_labels is None:
+            return float("nan")
+        cache = self._auroc_by_scores
+        if enabled not in cache:
+            cache[enabled] = label_issue_auroc(self.labels, self.true_labels, label_score)
+        return cache[enabled]
 
     def describe(self) -> dict:
         """JSON-serialisable description of the inputs, for sidecars and recipes."""
@@ -246,8 +263,9 @@ def select_samples(
         true_labels=prepared.true_labels, decisions=decisions,
     )
     clean_mask = table["is_clean"].to_numpy(dtype=bool)
-    metrics = selection_metrics(clean_mask, prepared.labels, prepared.true_labels,
-                                table["label_score"].to_numpy())
+    metrics = selection_metrics(clean_mask, prepared.labels, prepared.true_labels)
+    if prepared.true_labels is not None:
+        metrics["auroc"] = prepared.label_issue_auroc(selection.enabled, table["label_score"].to_numpy())
     per_class = per_class_table(clean_mask, prepared.labels, prepared.true_labels,
                                 num_classes=prepared.dataset.num_classes)
     names = np.asarray(prepared.dataset.class_names, dtype=object)

@@ -23,7 +23,6 @@ TABLE_COLUMNS = (
     "is_clean", "zs_loss_score", "zs_consistency", "lr_loss_score", "lr_consistency",
     "zs_clean_prob", "lr_clean_prob", "review_decision", "final_label",
 )
-TRUTH_COLUMNS = ("true_label", "is_noisy")
 
 # Selection thresholds from the paper's README (theta_gmm = 0.5 everywhere).
 PRESETS: dict[str, dict] = {
@@ -267,7 +266,7 @@ def apply_decisions(table: pd.DataFrame, decisions: pd.DataFrame | None) -> pd.D
     if bad:
         raise ValueError(f"unknown decisions {bad}; valid decisions: {', '.join(DECISIONS)}.")
     latest = decisions.drop_duplicates("index", keep="last").set_index("index")
-    rows = out["index"].map(lambda i: i in latest.index).to_numpy(dtype=bool)
+    rows = out["index"].isin(latest.index).to_numpy(dtype=bool)
     chosen = latest.loc[out.loc[rows, "index"]]
     decision = chosen["decision"].to_numpy()
     out.loc[rows, "review_decision"] = decision

@@ -31,6 +31,20 @@ def test_demo_selection_finds_the_flipped_labels(demo_prepared):
     assert list(result.per_class["class_name"]) == list(prepared.dataset.class_names)
 
 
+def test_auroc_is_that_of_the_label_score_whatever_the_thresholds(demo_prepared):
+    from sklearn.metrics import roc_auc_score
+
+    prepared, _ = demo_prepared
+    for theta in (0.3, 0.9):
+        result = select_samples(prepared, SelectionConfig(theta_cons=theta))
+        wrong = result.table["given_label"] != result.table["true_label"]
+        expected = roc_auc_score(wrong, 1.0 - result.table["label_score"])
+        assert result.metrics["auroc"] == pytest.approx(expected)
+    only_loss = select_samples(prepared, SelectionConfig(use_lr_consistency=False))
+    wrong = only_loss.table["given_label"] != only_loss.table["true_label"]
+    assert only_loss.metrics["auroc"] == pytest.approx(roc_auc_score(wrong, 1.0 - only_loss.table["label_score"]))
+
+
 def test_raising_theta_cons_never_grows_the_clean_set(demo_prepared):
     prepared, _ = demo_prepared
     kept = [int(select_samples(prepared, SelectionConfig(theta_cons=t, refill=False)).metrics["kept"])

@@ -134,18 +134,10 @@ def prepared(progress=None, cancel=None) -> Prepared:
         scoring=settings.scoring, progress=progress, cancel=cancel))
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _dataset_fingerprint(key: str) -> str:
-    return _load_dataset(key).fingerprint()
-
-
 def dataset_fingerprint() -> str:
-    """The active dataset's fingerprint (the key of its review decisions), once per loaded dataset.
-
-    ``Dataset.fingerprint()`` stats every file (a third of a second at 50,000 files), too slow for
-    every slider move.
-    """
-    return _dataset_fingerprint(active().dataset_key())
+    """The active dataset's fingerprint (the key of its review decisions); the loaded dataset is
+    cached and computes it once."""
+    return dataset().fingerprint()
 
 
 MAP_SELECTION_KEY = "map_selection"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -108,13 +109,30 @@ class Dataset:
         """Content hash of the sample list, file sizes and mtimes (or pixels), labels and classes.
 
         Two datasets with the same fingerprint produce the same embeddings and the same scores.
+        Computed once per ``Dataset`` object (it stats every file): a dataset is immutable, and
+        files changed on disk are seen by loading the dataset again.
         """
+        return self._fingerprint
+
+    def content_fingerprint(self) -> str:
+        """Like :meth:`fingerprint` but ignoring labels: what embeddings depend on."""
+        return self._content_fingerprint
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
+        return self._hash(self.labels)
+
+    @functools.cached_property
+    def _content_fingerprint(self) -> str:
+        return self._hash(np.zeros(len(self), dtype=np.int64))
+
+    def _hash(self, labels: np.ndarray) -> str:
         digest = hashlib.sha256()
         digest.update(f"{self.kind}|{self.split}|{len(self)}|".encode())
         digest.update("\x1f".join(self.class_names).encode())
-        digest.update(self.labels.astype("<i8").tobytes())
+        digest.update(labels.astype("<i8").tobytes())
         if self.images is not None:
-            digest.update(np.ascontiguousarray(self.images).tobytes())
+            digest.update(memoryview(np.ascontiguousarray(self.images)))  # no copy of the pixels
             digest.update("\x1f".join(self.paths).encode())
         else:
             for rel in self.paths:
@@ -125,7 +143,3 @@ class Dataset:
                 except OSError:
                     digest.update(b"|missing\x1e")
         return digest.hexdigest()[:16]
-
-    def content_fingerprint(self) -> str:
-        """Like :meth:`fingerprint` but ignoring labels: what embeddings depend on."""
-        return self.replace(labels=np.zeros(len(self), dtype=np.int64)).fingerprint()
