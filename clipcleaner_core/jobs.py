@@ -49,7 +49,6 @@ STALE_AFTER_S = 30.0
 GRACE_S = 10.0
 LOG_NAME = "job.log"
 HEARTBEAT_NAME = "job.json"
-PROGRESS_NAME = "status.json"  # written by the trainer itself: state, epoch, epochs, heartbeat
 MAX_JOBS_ENV = "CLIPCLEANER_MAX_JOBS"
 
 
@@ -57,8 +56,7 @@ MAX_JOBS_ENV = "CLIPCLEANER_MAX_JOBS"
 class JobInfo:
     """One job as the catalogue and its run folder describe it.
 
-    ``progress`` is the command's own ``status.json`` (the trainer's epoch / epochs) or None;
-    ``heartbeat`` the supervisor's last sign of life (unix seconds) or None before it started.
+    ``heartbeat`` is the supervisor's last sign of life (unix seconds) or None before it started.
     """
 
     id: int
@@ -74,7 +72,6 @@ class JobInfo:
     ended: float | None
     heartbeat: float | None
     error: str | None
-    progress: dict | None
 
     @property
     def log_path(self) -> Path:
@@ -140,7 +137,7 @@ class JobRunner:
 
     def list(self) -> list[JobInfo]:
         """All jobs, newest first."""
-        return sorted((_job_info(r) for r in _rows(self.catalogue.list_jobs())), key=lambda j: -j.id)
+        return self._jobs()[::-1]
 
     def tail(self, job_id: int, lines: int = 50) -> str:
         """The last ``lines`` lines of the job's log ("" before it has written anything)."""
@@ -150,7 +147,7 @@ class JobRunner:
         """Start queued jobs (oldest first) while fewer than ``max_concurrent`` run; returns their ids."""
         started = []
         with self._lock:
-            jobs = sorted((_job_info(r) for r in _rows(self.catalogue.list_jobs())), key=lambda j: j.id)
+            jobs = self._jobs()
             free = self.max_concurrent - sum(j.status in ACTIVE for j in jobs)
             for job in [j for j in jobs if j.status == "queued"][:max(free, 0)]:
                 self._start(job)
@@ -182,13 +179,13 @@ class JobRunner:
         """Mark failed the jobs marked active whose supervisor is gone; returns their ids."""
         failed = []
         with self._lock:
-            for job in (_job_info(r) for r in _rows(self.catalogue.list_jobs())):
+            for job in self._jobs():
                 if job.status not in ACTIVE:
                     continue
                 reason = _vanished_reason(job, stale_after)
                 if reason is None:
                     continue
-                if job.pid is not None and group_alive(job.pid):
+                if job.pid is not None:
                     signal_group(job.pid, signal.SIGKILL)  # leftovers of a dead supervisor
                 status = "cancelled" if job.status == "cancelling" else "failed"
                 self.catalogue.update_job(job.id, status=status, ended=time.time(), error=reason)
@@ -199,14 +196,16 @@ class JobRunner:
         return failed
 
     # ---- internals ---------------------------------------------------------------------------
+    def _jobs(self) -> list[JobInfo]:
+        """All jobs, oldest first."""
+        return [_job_info(row) for row in self.catalogue.list_jobs()]
+
     def _start(self, job: JobInfo) -> None:
         import subprocess
 
-        db_path = _db_path(self.catalogue)
-        cmd = [sys.executable, "-m", "clipcleaner_core.jobs", "--jobs-root", str(self.jobs_root)]
-        if db_path is not None:
-            cmd += ["--db", str(db_path)]
-        cmd += ["supervise", str(job.id), "--max-concurrent", str(self.max_concurrent), "--grace", str(self.grace)]
+        cmd = [sys.executable, "-m", "clipcleaner_core.jobs", "--jobs-root", str(self.jobs_root),
+               "--db", str(self.catalogue.db_path), "supervise", str(job.id),
+               "--max-concurrent", str(self.max_concurrent), "--grace", str(self.grace)]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH")) if p)
         env["PYTHONUNBUFFERED"] = "1"
@@ -229,41 +228,13 @@ class JobRunner:
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def _rows(jobs) -> list[dict]:
-    if jobs is None:
-        return []
-    if hasattr(jobs, "to_dict"):
-        return jobs.to_dict("records")
-    return [dict(r) for r in jobs]
-
-
-def _num(value, cast=float):
-    if value is None:
-        return None
-    try:
-        if value != value:  # NaN from a DataFrame
-            return None
-        return cast(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _job_info(row: dict) -> JobInfo:
-    argv = row.get("argv") or []
-    if isinstance(argv, str):
-        argv = json.loads(argv)
-    run_dir = Path(row.get("run_dir") or ".")
-    beat = _read_json(run_dir / HEARTBEAT_NAME)
-    progress = _read_json(run_dir / PROGRESS_NAME) or None
-    name = row.get("name")
-    error = row.get("error")
+    run_dir = Path(row["run_dir"])
     return JobInfo(
-        id=int(row["id"]), kind=str(row.get("kind") or ""), name=name if isinstance(name, str) else None,
-        status=str(row.get("status") or "queued"), argv=tuple(argv), run_dir=run_dir,
-        pid=_num(row.get("pid"), int), exit_code=_num(row.get("exit_code"), int),
-        created=_num(row.get("created")), started=_num(row.get("started")), ended=_num(row.get("ended")),
-        heartbeat=_num(beat.get("heartbeat")), error=error if isinstance(error, str) else None,
-        progress=progress,
+        id=row["id"], kind=row["kind"], name=row["name"], status=row["status"], argv=tuple(row["argv"]),
+        run_dir=run_dir, pid=row["pid"], exit_code=row["exit_code"], created=row["created"],
+        started=row["started"], ended=row["ended"],
+        heartbeat=_read_json(run_dir / HEARTBEAT_NAME).get("heartbeat"), error=row["error"],
     )
 
 
@@ -272,14 +243,6 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-
-
-def _db_path(catalogue) -> str | None:
-    for attr in ("db_path", "path"):
-        value = getattr(catalogue, attr, None)
-        if value is not None:
-            return str(value)
-    return None
 
 
 def _append_log(path: Path, line: str) -> None:

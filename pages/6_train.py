@@ -1,5 +1,4 @@
 """Train: launch a run on the reviewed selection, watch it learn, compare it with earlier runs."""
-import argparse
 import json
 import sys
 import time
@@ -14,7 +13,6 @@ from clipcleaner_core.atomic import write_json
 from clipcleaner_core.errors import CLIPCleanerError
 from clipcleaner_core.export import export
 from clipcleaner_core.jobs import JobRunner
-from clipcleaner_core.train.cli import add_arguments
 from clipcleaner_core.train.config import BACKBONES, TRAIN_PRESETS, TrainConfig, default_preset, resolve_config
 from clipcleaner_core.train.rundir import BEST, RunDir
 from ui import state
@@ -24,6 +22,7 @@ MODES = {
     "clean": "CLIPCleaner set only",
     "all": "All given labels (baseline)",
 }
+MODE_FLAGS = {"mixfix": "--mixfix", "clean": "--no-mixfix", "all": "--all-labels"}
 BACKBONE_HELP = ("linear / mlp: a head on the cached embeddings (seconds on a CPU); preact_resnet18: "
                  "the paper's network for 32 px images; resnet18 / resnet50: torchvision, for large images")
 JOB_KEY = "train_job_id"
@@ -35,12 +34,6 @@ def runner() -> JobRunner:
     jobs = JobRunner(state.catalogue())
     jobs.reconcile()
     return jobs
-
-
-def train_flags() -> set[str]:
-    parser = argparse.ArgumentParser(add_help=False)
-    add_arguments(parser)
-    return set(parser._option_string_actions)
 
 
 def configure(dataset) -> tuple[TrainConfig, str]:
@@ -71,19 +64,15 @@ def configure(dataset) -> tuple[TrainConfig, str]:
 
 
 def export_selection(result, run_dir, *, mode: str) -> str:
-    """Write the reviewed selection the run trains on; returns its path."""
-    table = result.table
+    """Write the reviewed selection the run trains on (the baseline ignores it); returns its path."""
     write_json(run_dir / "launch.json", {"mode": mode})
-    if mode == "all":  # every row with its given label: the baseline, noise included
-        table = table.assign(is_clean=True, final_label=table["given_label"], review_decision=None)
     path = run_dir / "selection.csv"
-    export(table, "csv", path, dataset=state.dataset(), meta={"purpose": f"training ({mode})"})
+    export(result.table, "csv", path, dataset=state.dataset(), meta={"purpose": f"training ({mode})"})
     return str(path)
 
 
 def build_argv(settings, config: TrainConfig, mode: str, selection: str, run_dir) -> list[str]:
     """The train command line for the active dataset, noise and model and the chosen settings."""
-    flags = train_flags()
     argv = [sys.executable, "-m", "clipcleaner_core", "train", "--data", settings.dataset_spec,
             "--model", settings.encoder.model, "--backbone", config.backbone, "--preset", config.preset,
             "--epochs", str(config.epochs), "--beta", f"{config.beta:g}",
@@ -91,19 +80,10 @@ def build_argv(settings, config: TrainConfig, mode: str, selection: str, run_dir
             "--selection", selection, "--out", str(run_dir)]
     if settings.encoder.pretrained:
         argv += ["--pretrained", settings.encoder.pretrained]
-    if settings.noise is not None and "--noise" in flags:
+    if settings.noise is not None:
         noise = settings.noise
         argv += ["--noise", f"file:{noise.path}" if noise.mode == "file" else f"{noise.mode}:{noise.rate:g}:{noise.seed}"]
-    if mode == "all" and not baseline_by_table(settings):
-        argv += ["--all-labels"]
-    else:  # a baseline by table marks every row clean with its given label: it trains on exactly them
-        argv += ["--mixfix"] if mode == "mixfix" else ["--no-mixfix"]
-    return argv
-
-
-def baseline_by_table(settings) -> bool:
-    """Whether the baseline must come from the exported table (synthetic noise the trainer can't add)."""
-    return settings.noise is not None and "--noise" not in train_flags()
+    return argv + [MODE_FLAGS[mode]]
 
 
 def launch(settings, config: TrainConfig, mode: str) -> None:

@@ -12,25 +12,12 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from clipcleaner_core.selection import TRAIN_PRESETS as _SELECTION_TRAIN_PRESETS
+
 BACKBONES = ("linear", "mlp", "preact_resnet18", "resnet18", "resnet50")
 HEAD_BACKBONES = ("linear", "mlp")
 MODES = ("mixfix", "clean", "all")
 DEVICES = ("auto", "cpu", "cuda")
-
-# Per-dataset training presets of the paper (DESIGN §2). Values not listed follow the CIFAR ones.
-_PAPER_TRAIN_PRESETS: dict[str, dict] = {
-    "cifar10": dict(beta=1.0, theta_r=0.8, theta_r2=0.8, epochs=300, milestones=(200, 250),
-                    lr=0.02, batch_size=128),
-    "cifar100": dict(beta=1.0, theta_r=0.8, theta_r2=0.8, epochs=300, milestones=(200, 250),
-                     lr=0.02, batch_size=128),
-    "animal10n": dict(beta=0.5, theta_r=0.7, theta_r2=0.95, epochs=300, milestones=(200, 250),
-                      lr=0.02, batch_size=128),
-    "red-mini-imagenet": dict(beta=4.0, theta_r=0.8, theta_r2=0.95, epochs=300,
-                              milestones=(200, 250), lr=0.02, batch_size=64),
-    "webvision": dict(beta=0.5, theta_r=0.7, theta_r2=1.0, epochs=150, milestones=(80, 120),
-                      lr=0.02, batch_size=64),
-}
-_PRESET_KEYS = ("beta", "theta_r", "theta_r2", "epochs", "milestones", "lr", "batch_size")
 
 # The fast heads: the schedule that suits a linear / MLP layer on standardised features.
 HEAD_DEFAULTS = dict(epochs=30, lr=0.1, batch_size=128)
@@ -44,30 +31,16 @@ RUN_INFO_KEYS = ("test_labels", "run")
 PRESET_ALIASES = {"cifar10-sym": "cifar10", "cifar100-sym": "cifar100"}
 
 
-def _load_train_presets() -> dict[str, dict]:
-    """Training presets: ``clipcleaner_core.selection.TRAIN_PRESETS`` when present, else the paper's."""
-    try:
-        from clipcleaner_core.selection import TRAIN_PRESETS as shared
-    except ImportError:
-        return dict(_PAPER_TRAIN_PRESETS)
-    presets = dict(_PAPER_TRAIN_PRESETS)
-    for name, values in shared.items():
-        if dataclasses.is_dataclass(values):
-            values = dataclasses.asdict(values)
-        values = dict(values)
-        if "batch" in values:
-            values["batch_size"] = values.pop("batch")
-        name = PRESET_ALIASES.get(name, name)
-        base = _PAPER_TRAIN_PRESETS.get(name, _PAPER_TRAIN_PRESETS["cifar10"])
-        presets[name] = {**base, **{k: v for k, v in values.items() if k in _PRESET_KEYS}}
-    return presets
-
-
 def canonical_preset(name: str | None) -> str | None:
     return PRESET_ALIASES.get(name, name) if name else name
 
 
-TRAIN_PRESETS = _load_train_presets()
+# The paper's training presets (``clipcleaner_core.selection.TRAIN_PRESETS``), under our names and
+# with ``batch`` spelled ``batch_size``.
+TRAIN_PRESETS: dict[str, dict] = {
+    canonical_preset(name): {("batch_size" if k == "batch" else k): v for k, v in values.items()}
+    for name, values in _SELECTION_TRAIN_PRESETS.items()
+}
 
 
 @dataclass(frozen=True)
@@ -156,7 +129,7 @@ def resolve_config(config: TrainConfig, *, dataset_kind: str | None = None) -> T
     """Fill every ``None`` schedule field from the preset and backbone; validate the result."""
     _validate(config)
     preset_name = canonical_preset(config.preset) or default_preset(dataset_kind)
-    base = dict(TRAIN_PRESETS.get(preset_name) or _PAPER_TRAIN_PRESETS["cifar10"])
+    base = dict(TRAIN_PRESETS.get(preset_name) or TRAIN_PRESETS["cifar10"])
     if config.backbone in HEAD_BACKBONES:
         base.update(HEAD_DEFAULTS)
         base["milestones"] = None

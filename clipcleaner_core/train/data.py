@@ -205,15 +205,11 @@ def _default_selection(config, dataset, cache_root, progress):
 
 def _selection_values(config) -> dict:
     """Selection thresholds: the recipe's, else the dataset preset's, else the defaults."""
-    from clipcleaner_core import selection
+    from clipcleaner_core.selection import PRESETS, SelectionConfig
 
-    fields = {f.name for f in dataclasses.fields(selection.SelectionConfig)}
-    values: dict = {}
-    presets = getattr(selection, "PRESETS", {})
-    name = next((p for p in (config.preset, f"{config.preset}-sym") if p in presets), None)
-    if name is not None:
-        preset = presets[name]
-        values = dataclasses.asdict(preset) if dataclasses.is_dataclass(preset) else dict(preset)
+    fields = {f.name for f in dataclasses.fields(SelectionConfig)}
+    name = next((p for p in (config.preset, f"{config.preset}-sym") if p in PRESETS), None)
+    values = dict(PRESETS[name]) if name is not None else {}
     if config.selection:
         recipe = json.loads(Path(config.selection).read_text(encoding="utf-8"))
         settings = recipe.get("settings", recipe)  # an exported recipe keeps them under "settings"

@@ -8,6 +8,7 @@ its last finished epoch and gets the same result as an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -182,11 +183,12 @@ def _run(ctx, config, data, run, progress, cancel) -> RunResult:
                       "run": {**data.describe(), "world_size": ctx.world_size,
                               "torch": torch.__version__}})
     ddp_model = ctx.wrap(model)
-    train_batches, eval_train, eval_test = (
-        Batches(inputs, device=ctx.device, image_size=config.image_size, train=is_train,
-                num_workers=config.num_workers)
-        for inputs, is_train in ((data.train_inputs, True), (data.train_inputs, False),
-                                 (data.test_inputs, False)))
+    batches = functools.partial(Batches, device=ctx.device, image_size=config.image_size,
+                                num_workers=config.num_workers)
+    train_batches, eval_test = batches(data.train_inputs, train=True), batches(data.test_inputs, train=False)
+    eval_train = None  # only MixFix predicts on the training rows; features batch the same either way
+    if config.mode == "mixfix":
+        eval_train = train_batches if data.feature_dim is not None else batches(data.train_inputs, train=False)
     steps = max(1, len(data.given_labels) // config.batch_size)
     log.info("training %s (%s) on %d rows, S0 %d, test %d (%s labels), %d epochs x %d steps",
              config.backbone, config.mode, len(data.given_labels), int(data.s0_mask.sum()),
