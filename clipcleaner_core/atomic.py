@@ -72,7 +72,7 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=json_default) + "\n")
 
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
@@ -99,10 +99,13 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     return json.loads(side.read_text(encoding="utf-8"))
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and arrays, paths and dataclasses."""
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
         return int(obj)
-    if isinstance(obj, (np.floating,)):
+    if isinstance(obj, np.floating):
         return float(obj)
     if isinstance(obj, np.ndarray):
         return obj.tolist()
@@ -117,7 +120,7 @@ def _json_default(obj: Any) -> Any:
 
 def hash_json(obj: Any) -> str:
     """SHA-256 hex digest of ``obj`` serialised as canonical JSON (sorted keys)."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=_json_default)
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=json_default)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -126,12 +129,4 @@ def hash_array(array: np.ndarray) -> str:
     arr = np.ascontiguousarray(array)
     digest = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
     digest.update(memoryview(arr).cast("B"))
-    return digest.hexdigest()
-
-
-def hash_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
     return digest.hexdigest()

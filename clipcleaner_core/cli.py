@@ -19,8 +19,6 @@ from clipcleaner_core.errors import CLIPCleanerError, DataError
 
 log = logging.getLogger("clipcleaner_core")
 
-TABLE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".json": "json"}
-
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="SPEC",
@@ -116,12 +114,11 @@ def _settings(args) -> tuple:
     from clipcleaner_core.scoring import ScoringConfig
     from clipcleaner_core.selection import SelectionConfig
 
+    # SelectionConfig checks these too, but its message names the field, not the flag
     for name in ("theta_gmm", "theta_cons"):
         value = getattr(args, name)
         if not 0.0 <= value <= 1.0:
             raise DataError(f"--{name.replace('_', '-')} {value} is outside [0, 1]; pick a value in that range.")
-    if args.temperature <= 0:
-        raise DataError(f"--temperature {args.temperature} must be positive (the paper uses 0.07).")
     scoring = ScoringConfig(temperature=args.temperature, zeroshot=not args.no_zeroshot,
                             probe=args.probe, seed=args.seed)
     selection = SelectionConfig(theta_gmm=args.theta_gmm, theta_cons=args.theta_cons)
@@ -179,12 +176,12 @@ def cmd_embed(args) -> int:
 
 
 def cmd_select(args) -> int:
-    from clipcleaner_core.export import export
+    from clipcleaner_core.export import export, table_format
     from clipcleaner_core.metrics import selection_metrics
     from clipcleaner_core.scoring import fit_scores
     from clipcleaner_core.selection import score_table, select
 
-    out_format = _table_format(args.out)
+    out_format = table_format(args.out, what="--out")
     features = _load_npy(args.image_features, "--image-features")
     labels = _load_npy(args.labels, "--labels")
     text_features = _load_npy(args.text_features, "--text-features")
@@ -214,11 +211,11 @@ def cmd_select(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from clipcleaner_core.export import export
+    from clipcleaner_core.export import export, table_format
     from clipcleaner_core.pipeline import prepare, select_samples
     from clipcleaner_core.prompts import load_prompt_set
 
-    out_format = _table_format(args.out)
+    out_format = table_format(args.out, what="--out")
     dataset = _load_data(args)
     scoring, selection_config = _settings(args)
     prompts = load_prompt_set(args.prompts) if args.prompts else None
@@ -238,9 +235,6 @@ def cmd_export(args) -> int:
     from clipcleaner_core.atomic import read_sidecar
     from clipcleaner_core.export import export, read_table
 
-    if not Path(args.scores).exists():
-        raise DataError(f"score table {args.scores} does not exist; create one with "
-                        "'python -m clipcleaner_core run ... --out scores.csv'.")
     table = read_table(args.scores)
     meta = read_sidecar(args.scores)
     dataset_meta = meta.get("dataset") or {}
@@ -270,14 +264,6 @@ def _dataset_from_meta(dataset_meta: dict, scores: str):
         fields = {k: noise[k] for k in ("mode", "rate", "seed", "path") if k in noise}
         dataset = apply_noise(dataset, NoiseSpec(**fields))
     return dataset
-
-
-def _table_format(out: str) -> str:
-    suffix = Path(out).suffix.lower()
-    if suffix not in TABLE_FORMATS:
-        raise DataError(f"--out {out}: unknown table extension {suffix or '(none)'}; "
-                        f"use one of {', '.join(TABLE_FORMATS)}.")
-    return TABLE_FORMATS[suffix]
 
 
 def _print_metrics(metrics: dict, out: str) -> None:

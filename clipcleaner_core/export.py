@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from clipcleaner_core import __version__
-from clipcleaner_core.atomic import write_bytes, write_sidecar
+from clipcleaner_core.atomic import json_default, write_bytes, write_sidecar
 from clipcleaner_core.errors import Cancelled, DataError
 from clipcleaner_core.paths import is_within
 
@@ -48,7 +48,8 @@ BOOL_COLUMNS = ("is_label_issue", "is_clean", "is_noisy")
 FLOAT_COLUMNS = ("label_score", "zs_loss_score", "zs_consistency", "lr_loss_score", "lr_consistency",
                  "zs_clean_prob", "lr_clean_prob")
 STR_COLUMNS = ("path", "review_decision")
-_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json"}
+TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json"}
+"""File extension -> table format, for reading and writing score tables."""
 _VERSIONED = ("numpy", "pandas", "scikit-learn", "torch", "open_clip_torch", "umap-learn")
 
 
@@ -131,14 +132,26 @@ def export_bytes(table: pd.DataFrame, fmt: str, *, dataset: "Dataset | None" = N
     return _json_bytes(records, indent=None)
 
 
+def table_format(path: str | os.PathLike, *, what: str = "score table") -> str:
+    """The table format ("csv", "parquet" or "json") named by ``path``'s extension.
+
+    Raises DataError naming ``what`` and ``path`` when the extension is not one of
+    :data:`TABLE_SUFFIXES`.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(f"{what} {path}: unknown extension {suffix or '(none)'}; "
+                        f"use one of {', '.join(TABLE_SUFFIXES)}")
+    return TABLE_SUFFIXES[suffix]
+
+
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a csv / parquet / json score table back with the dtypes it was written with."""
     path = Path(path)
-    kind = _SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise DataError(f"score table {path}: unknown extension {path.suffix!r}; use .csv, .parquet or .json")
+    kind = table_format(path)
     if not path.is_file():
-        raise DataError(f"score table {path} not found; check the path")
+        raise DataError(f"score table {path} not found; check the path, or write one with "
+                        "'python -m clipcleaner_core run ... --out scores.csv'")
     try:
         if kind == "csv":
             table = pd.read_csv(path, dtype={c: str for c in STR_COLUMNS}, keep_default_na=False,
@@ -406,8 +419,7 @@ def _json_bytes(obj, *, indent: int | None = 2) -> bytes:
 
 
 def _json_default(value):
-    if isinstance(value, (np.bool_, np.integer, np.floating)):
-        return None if isinstance(value, np.floating) and np.isnan(value) else value.item()
-    if isinstance(value, (Path, np.ndarray)):
-        return str(value) if isinstance(value, Path) else value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+    """:func:`clipcleaner_core.atomic.json_default`, but a numpy NaN becomes null."""
+    if isinstance(value, np.floating) and np.isnan(value):
+        return None
+    return json_default(value)

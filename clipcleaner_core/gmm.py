@@ -39,15 +39,7 @@ class ClassMixtures:
     n_iter: np.ndarray
 
 
-def clean_probability(
-    scores: np.ndarray,
-    labels: np.ndarray,
-    *,
-    num_classes: int,
-    max_iter: int = MAX_ITER,
-    tol: float = TOL,
-    reg_covar: float = REG_COVAR,
-) -> np.ndarray:
+def clean_probability(scores: np.ndarray, labels: np.ndarray, *, num_classes: int) -> np.ndarray:
     """(N,) float64 clean probability in [0, 1] (higher = more likely correct).
 
     Args:
@@ -55,9 +47,7 @@ def clean_probability(
         labels: (N,) int given labels in [0, num_classes).
     Classes with fewer than 2 samples, or whose scores are all equal, get 1.0.
     """
-    scores, labels = _validate(scores, labels, num_classes)
-    mixtures = _compute_mixtures(scores, labels, num_classes, max_iter, tol, reg_covar)
-    return _compute_clean_probability(scores, labels, mixtures)
+    return mixture_posterior(scores, labels, fit_mixtures(scores, labels, num_classes=num_classes))
 
 
 def mixture_posterior(scores: np.ndarray, labels: np.ndarray, mixtures: ClassMixtures) -> np.ndarray:
@@ -153,16 +143,16 @@ def _kmeans_split(scores, labels, lo, hi, fitted, max_iter: int = 300) -> np.nda
     k = lo.size
     c_lo, c_hi = lo.copy(), hi.copy()
     upper = np.zeros(scores.size, dtype=bool)
-    for _ in range(max_iter):
+    n_all = np.bincount(labels, minlength=k)[:k].astype(np.float64)
+    s_all = _group_sum(scores, labels, k)
+    for step in range(max_iter):
         cut = 0.5 * (c_lo + c_hi)
         new_upper = scores > cut[labels]
-        if _ > 0 and np.array_equal(new_upper, upper):
+        if step > 0 and np.array_equal(new_upper, upper):
             break
         upper = new_upper
         n_up = _group_sum(upper.astype(np.float64), labels, k)
-        n_all = np.bincount(labels, minlength=k)[:k].astype(np.float64)
         s_up = _group_sum(scores * upper, labels, k)
-        s_all = _group_sum(scores, labels, k)
         with np.errstate(invalid="ignore", divide="ignore"):
             c_hi = np.where(n_up > 0, s_up / n_up, c_hi)
             c_lo = np.where(n_all - n_up > 0, (s_all - s_up) / (n_all - n_up), c_lo)

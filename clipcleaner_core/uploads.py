@@ -18,8 +18,11 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from .atomic import write_bytes
+from .data.manifest import MANIFEST_SUFFIXES
+from .data.sources import SKIP_DIRS
 from .errors import DataError
-from .paths import cache_dir
+from .paths import cache_dir, is_within
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,6 @@ MAX_UNCOMPRESSED_BYTES = 4 * 1024**3
 MAX_ENTRIES = 200_000
 """Most entries an archive may hold."""
 
-MANIFEST_SUFFIXES = (".csv", ".parquet", ".pq")
 _CHUNK = 1024 * 1024
 
 
@@ -89,7 +91,7 @@ def save_upload(
         target = folder / _safe_file_name(name)
         if not target.exists():
             folder.mkdir(parents=True, exist_ok=True)
-            _write_atomic(target, data)
+            write_bytes(target, data)
         return target
     raise DataError(
         f"upload {name!r}: expected a .zip archive of images or a manifest "
@@ -168,7 +170,7 @@ def _extract_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Pat
                    budget: int, name: str) -> int:
     """Copy one entry, counting real bytes (headers can lie); returns the remaining budget."""
     target = (staging / info.filename.replace("\\", "/")).resolve()
-    if not target.is_relative_to(staging.resolve()):
+    if not is_within(target, staging):
         raise DataError(f"{name}: entry {info.filename!r} escapes the upload folder; refused")
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -187,7 +189,7 @@ def _extract_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo, staging: Pat
 
 def _skipped(entry: str) -> bool:
     parts = PurePosixPath(entry.replace("\\", "/")).parts
-    return any(p == "__MACOSX" or p.startswith("._") or p == ".DS_Store" for p in parts)
+    return any(p in SKIP_DIRS or p.startswith("._") or p == ".DS_Store" for p in parts)
 
 
 def _dataset_root(folder: Path) -> Path:
@@ -206,9 +208,3 @@ def _dataset_root(folder: Path) -> Path:
 def _safe_file_name(name: str) -> str:
     cleaned = "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in name).lstrip(".")
     return cleaned or "manifest.csv"
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    from .atomic import write_bytes
-
-    write_bytes(target, data)

@@ -29,7 +29,8 @@ FORMATS = {
 }
 SPLITS = ("train", "test")
 _SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "val", "valid", "validation")}
-_SKIP_DIRS = {"__MACOSX"}
+SKIP_DIRS = frozenset({"__MACOSX"})
+"""Folder names never read as data (macOS archive metadata); uploads skip them too."""
 
 
 def detect_format(spec: str | os.PathLike) -> str:
@@ -127,14 +128,14 @@ def _split_folder(root: Path, split: str) -> Path:
 
 def _subfolders(folder: Path) -> list[Path]:
     return sorted((d for d in folder.iterdir()
-                   if d.is_dir() and not d.name.startswith(".") and d.name not in _SKIP_DIRS),
+                   if d.is_dir() and not d.name.startswith(".") and d.name not in SKIP_DIRS),
                   key=lambda d: d.name)
 
 
 def _image_files(class_dir: Path, root: Path) -> list[str]:
     found = []
     for current, dirs, files in os.walk(class_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in _SKIP_DIRS)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS)
         for name in sorted(files):
             if not name.startswith(".") and is_image_file(name):
                 found.append(Path(os.path.relpath(os.path.join(current, name), root)).as_posix())
