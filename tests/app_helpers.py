@@ -20,3 +20,8 @@ def open_app(page: str | None = None, **session_state) -> AppTest:
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    """The displayed value of the ``st.metric`` labelled ``label`` (StopIteration if none)."""
+    return next(m.value for m in at.metric if m.label == label)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_helpers import open_app
+from app_helpers import metric, open_app
 
 PAGE = "pages/1_dataset.py"
 
@@ -15,10 +15,6 @@ PAGE = "pages/1_dataset.py"
 @pytest.fixture()
 def at():
     return open_app(PAGE)
-
-
-def metric(at, label):
-    return next(m.value for m in at.metric if m.label == label)
 
 
 def write_imagefolder(root: Path, *, per_class=3, corrupt=True) -> Path:

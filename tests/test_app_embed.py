@@ -51,7 +51,7 @@ def test_local_checkpoint_embeds_scores_and_becomes_active(at, tmp_path, monkeyp
     assert model in set(cached["model"])
 
 
-def test_cancel_stops_the_embedding_and_keeps_the_encoder(at, monkeypatch):
+def test_cancel_stops_the_embedding_and_keeps_the_encoder(at, tmp_path, monkeypatch):
     def slow_embed(dataset, spec, *, progress=None, cancel=None, **_):
         for done in range(0, 100_000, 100):
             if cancel():
@@ -60,8 +60,17 @@ def test_cancel_stops_the_embedding_and_keeps_the_encoder(at, monkeypatch):
             time.sleep(0.02)
 
     monkeypatch.setattr(embed, "embed_dataset", slow_embed)
+    # run a different encoder than the active one (pixels), so keeping the active one means something
+    monkeypatch.setenv("CLIPCLEANER_DATA_ROOTS", str(tmp_path))
+    model, weights = make_tiny_clip(tmp_path, name="tiny-cancel-clip")
+    at.run()
+    assert at.session_state["clipcleaner_active"].encoder.model == "pixels"
+    at.selectbox(key="embed_model").set_value(model).run()
+    at.text_input(key="embed_ckpt").input(str(weights)).run()
+    assert not at.button(key="embed_start").disabled
     at.number_input(key="embed_batch").set_value(128)
     at.button(key="embed_start").click().run()
+    assert at.session_state["embed_task"].running
     time.sleep(0.3)
     at.run()
     bar = at.get("progress")[0]
@@ -70,18 +79,31 @@ def test_cancel_stops_the_embedding_and_keeps_the_encoder(at, monkeypatch):
     at = run_until_done(at, seconds=10)
     assert any("cancelled" in w.value for w in at.warning)
     assert at.session_state["clipcleaner_active"].encoder.model == "pixels"
+    assert at.selectbox(key="embed_model").value == model  # the cancelled run's encoder was not adopted
+    assert "embed_task" not in at.session_state
+    assert not any("now active" in s.value for s in at.success)
+
+
+def prompts_download(at):
+    """The "Export prompts" download button, or None when the page offers none."""
+    return next((b for b in at.get("download_button") if "prompts" in b.proto.label.lower()), None)
 
 
 def test_prompt_templates_edit_and_export(at):
     key = next(t.key for t in at.text_area if t.key.startswith("templates_"))
+    before = prompts_download(at)
+    assert before is not None and before.proto.url  # its url is a hash of the file's content
     at.text_area(key=key).input("a blurry photo of the digit {c}.\na drawing of a {c}.").run()
     assert not at.exception
     button = next(b for b in at.get("download_button") if "prompts" in b.proto.label.lower())
     assert button is not None
+    assert button.proto.url and button.proto.url != before.proto.url  # the export carries the edit
 
 
 def test_bad_template_shows_the_fix(at):
     key = next(t.key for t in at.text_area if t.key.startswith("templates_"))
+    assert prompts_download(at) is not None
     at.text_area(key=key).input("a photo without a placeholder").run()
     assert not at.exception
     assert any("{c}" in e.value for e in at.error)
+    assert prompts_download(at) is None  # an invalid prompt set is not offered for download

@@ -43,9 +43,27 @@ def test_csv_written_to_a_folder_reads_back(at, tmp_path):
 
 
 def test_recipe_records_the_settings(at, tmp_path):
+    from clipcleaner_core.selection import SelectionConfig
+
+    assert SelectionConfig().theta_cons != 0.65  # a non-default threshold, so the recipe must carry it
+    at.session_state["clipcleaner_active"] = ActiveSettings(selection=SelectionConfig(theta_cons=0.65))
+    at.run()
+    assert not at.exception, at.exception
+    kept = int(next(m.value for m in at.metric if m.label == "Kept (clean)").replace(",", ""))
     write(at, "recipe", tmp_path / "recipe.json")
     recipe = json.loads((tmp_path / "recipe.json").read_text())
     assert "pixels" in json.dumps(recipe)
+    assert recipe["format"] == "clipcleaner-recipe" and recipe["version"] == 1
+    settings = recipe["settings"]
+    assert settings["encoder"]["model"] == "pixels" and settings["encoder"]["pretrained"] is None
+    assert settings["selection"]["theta_cons"] == pytest.approx(0.65)
+    assert settings["selection"]["theta_gmm"] == pytest.approx(SelectionConfig().theta_gmm)
+    assert settings["dataset"]["n"] == 1797 and settings["dataset"]["kind"] == "demo"
+    assert recipe["dataset"]["n"] == 1797 and len(recipe["class_names"]) == 10
+    assert recipe["dataset"]["fingerprint"] == settings["dataset"]["fingerprint"]
+    table = recipe["table"]
+    assert table["rows"] == 1797 and table["kept"] == kept and table["kept"] + table["flagged"] == 1797
+    assert sum(table["kept_per_class"].values()) == kept and len(table["table_sha256"]) == 64
 
 
 def test_manifest_needs_files_on_disk(at):

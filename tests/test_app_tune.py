@@ -2,15 +2,12 @@
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import open_app
+from app_helpers import metric, open_app
+from clipcleaner_core.selection import PRESETS
 
 
 def open_tune(*, show_map: bool = False) -> AppTest:
     return open_app(tune_show_map=show_map)
-
-
-def metric(at: AppTest, label: str) -> str:
-    return next(m for m in at.metric if m.label == label).value
 
 
 def kept(at: AppTest) -> int:
@@ -57,12 +54,18 @@ def test_a_paper_preset_sets_the_thresholds():
     at = open_tune()
     presets = [o for o in at.selectbox(key="tune_preset").options if o != "custom"]
     assert presets, "selection.PRESETS should offer the paper's presets"
-    webvision = next((p for p in presets if "webvision" in p.lower()), presets[0])
+    assert "webvision" in presets and PRESETS["webvision"]["theta_gmm"] == 0.5
+    webvision = "webvision"
+    at.slider(key="tune_theta_gmm").set_value(0.2).run()
     at.slider(key="tune_theta_cons").set_value(0.3).run()
+    assert at.slider(key="tune_theta_gmm").value == pytest.approx(0.2)
     at.selectbox(key="tune_preset").set_value(webvision).run()
     assert not at.exception
     assert at.slider(key="tune_theta_gmm").value == pytest.approx(0.5)
     assert at.slider(key="tune_theta_cons").value > 0.3
+    assert at.slider(key="tune_theta_cons").value == pytest.approx(PRESETS["webvision"]["theta_cons"])
+    selection = at.session_state["clipcleaner_active"].selection
+    assert (selection.theta_gmm, selection.theta_cons) == pytest.approx((0.5, PRESETS["webvision"]["theta_cons"]))
 
 
 def test_probe_mode_cross_val_refits_and_keeps_the_page_working():

@@ -24,6 +24,8 @@ def make_table(paths, *, seed=0, with_truth=True):
     given = np.arange(n) % 3
     suggested = (given + (np.arange(n) % 4 == 0)) % 3
     clean = rng.random(n) > 0.3
+    clean[1] = True  # so the "drop" on row 1 removes a sample that would otherwise be kept
+    clean[2] = clean[3] = False  # so "keep" and "relabel" keep samples that would otherwise go
     decision = pd.array([None] * n, dtype="str")
     decision[1], decision[2], decision[3] = "drop", "keep", "relabel"
     final = given.copy()
@@ -42,6 +44,14 @@ def make_table(paths, *, seed=0, with_truth=True):
         table["true_label"] = given.astype(np.int64)
         table["is_noisy"] = np.zeros(n, dtype=bool)
     return table
+
+
+def expected_kept(table):
+    """Independent oracle for make_table's decisions: is_clean, row 1 dropped, rows 2 and 3 kept."""
+    expected = table["is_clean"].to_numpy(dtype=bool).copy()
+    expected[1] = False  # "drop"
+    expected[[2, 3]] = True  # "keep", "relabel"
+    return expected
 
 
 @pytest.fixture
@@ -83,7 +93,12 @@ def test_clean_only_keeps_reviewed_and_clean_rows(tmp_path, folder_dataset):
     back = read_table(export(table, "csv", tmp_path / "clean.csv", clean_only=True))
     kept = kept_mask(table)
     assert kept[2] and kept[3] and not kept[1]
-    assert back["index"].tolist() == table["index"][kept].tolist()
+    assert table["is_clean"].iloc[1] and not table["is_clean"].iloc[2] and not table["is_clean"].iloc[3]
+    expected = expected_kept(table)
+    assert np.flatnonzero(expected != table["is_clean"].to_numpy()).tolist() == [1, 2, 3]  # all three bite
+    assert kept.tolist() == expected.tolist()
+    assert back["index"].tolist() == table["index"][expected].tolist()
+    assert back["index"].tolist() == [i for i in range(len(table)) if expected[i]]
 
 
 def test_table_without_optional_columns_round_trips(tmp_path):
@@ -199,6 +214,7 @@ def test_recipe_records_settings_counts_and_hash(tmp_path, folder_dataset):
     assert recipe["settings"] == meta and recipe["dataset"]["fingerprint"] == dataset.fingerprint()
     summary = recipe["table"]
     assert summary["rows"] == 12 and summary["kept"] == int(kept_mask(table).sum())
+    assert summary["kept"] == int(expected_kept(table).sum())
     assert summary["relabelled"] == 1 and summary["reviewed"] == {"drop": 1, "keep": 1, "relabel": 1}
     assert sum(summary["kept_per_class"].values()) == summary["kept"]
     assert summary["table_sha256"] == table_digest(table.sample(frac=1, random_state=0))
@@ -218,6 +234,18 @@ def test_export_bytes_matches_file_export(tmp_path, folder_dataset, fmt):
         pd.testing.assert_frame_equal(read_table(out), table)
     if fmt == "manifest":
         assert data.decode().splitlines()[0] == "path,label"
+    written = export(table, fmt, tmp_path / "file" / f"export.{fmt}", class_names=CLASSES).read_bytes()
+    if fmt == "recipe":  # the creation time may tick between the two calls
+        from_bytes, from_file = json.loads(data), json.loads(written)
+        assert from_bytes.pop("created") and from_file.pop("created")
+        assert from_bytes == from_file
+        assert from_bytes["table"]["rows"] == 12 and from_bytes["class_names"] == list(CLASSES)
+    else:
+        assert data == written
+    if fmt == "manifest":
+        kept = [i for i in range(len(table)) if expected_kept(table)[i]]
+        assert data.decode().splitlines()[1:] == [f"{table.loc[i, 'path']},{CLASSES[table.loc[i, 'final_label']]}"
+                                                  for i in kept]
 
 
 def test_unknown_format_and_bad_labels_are_refused(tmp_path, folder_dataset):

@@ -39,7 +39,6 @@ def test_bad_values_exit_2_with_one_line(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def demo():
-    pytest.importorskip("clipcleaner_core.embed")
     from clipcleaner_core.data import load_dataset
 
     return load_dataset("demo")
@@ -70,7 +69,6 @@ def test_cli_trains_the_demo_from_an_exported_score_table(demo, tmp_path, capsys
 
 
 def test_recipe_thresholds_are_read_from_an_exported_recipe(tmp_path):
-    pytest.importorskip("clipcleaner_core.selection")
     from clipcleaner_core.train.data import _selection_values
 
     recipe = tmp_path / "recipe.json"

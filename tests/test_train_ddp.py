@@ -47,7 +47,8 @@ def _torchrun(tmp_path, nproc):
 def test_two_cpu_processes_train_one_run_and_agree(tmp_path):
     _torchrun(tmp_path, 2)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert ranks[0]["world"] == "2"
+    assert ranks[0]["world"] == "2" and ranks[1]["world"] == "2"
+    assert len(ranks[0]["metrics"]) == len(ranks[1]["metrics"]) == 2  # one row per epoch on each rank
     for row0, row1 in zip(ranks[0]["metrics"], ranks[1]["metrics"]):  # all-reduced, so equal
         row0.pop("time"), row1.pop("time")
         assert row0 == row1
