@@ -196,8 +196,8 @@ def cmd_select(args) -> int:
                      text_labels=text_labels, config=scoring)
     selection_config = dataclasses.replace(
         selection_config,
-        use_zs_loss=fit.p_zs is not None, use_zs_consistency=fit.p_zs is not None,
-        use_lr_loss=fit.p_lr is not None, use_lr_consistency=fit.p_lr is not None)
+        use_zs_loss=fit.has_zeroshot, use_zs_consistency=fit.has_zeroshot,
+        use_lr_loss=fit.has_probe, use_lr_consistency=fit.has_probe)
     selection = select(fit, selection_config)
     table = score_table(fit, selection, true_labels=true_labels)
     metrics = selection_metrics(selection.clean_mask, fit.labels, true_labels, selection.label_score)

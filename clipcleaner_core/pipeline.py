@@ -238,9 +238,9 @@ def _register_dataset(root: Path, dataset: Dataset) -> None:
 def effective_selection(prepared: Prepared, config: SelectionConfig) -> SelectionConfig:
     """``config`` with the scores the fit cannot provide switched off."""
     changes = {}
-    if prepared.fit.p_zs is None:
+    if not prepared.fit.has_zeroshot:
         changes.update(use_zs_loss=False, use_zs_consistency=False)
-    if prepared.fit.p_lr is None:
+    if not prepared.fit.has_probe:
         changes.update(use_lr_loss=False, use_lr_consistency=False)
     return dataclasses.replace(config, **changes) if changes else config
 

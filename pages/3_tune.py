@@ -109,7 +109,7 @@ def selection_controls(prepared):
     cons_col.slider("θ_cons — min consistency (consistency scores)", 0.0, 1.0, step=0.01,
                     key="tune_theta_cons",
                     on_change=lambda: set_selection(theta_cons=st.session_state["tune_theta_cons"]))
-    available = {"zs": prepared.fit.p_zs is not None, "lr": prepared.fit.p_lr is not None}
+    available = {"zs": prepared.fit.has_zeroshot, "lr": prepared.fit.has_probe}
     why_off = {"zs": f"Unavailable: the {prepared.encoder_name} encoder has no text tower "
                      "(or zero-shot is off), so there are no zero-shot scores.",
                "lr": "Unavailable: the linear probe is off."}
@@ -205,7 +205,7 @@ def per_class_view(prepared, result):
     st.dataframe(result.per_class, hide_index=True, width="stretch")
     names = list(prepared.dataset.class_names)
     table = result.table
-    families = [f for f, p in (("zero-shot", prepared.fit.p_zs), ("probe", prepared.fit.p_lr)) if p is not None]
+    families = [f for f, on in (("zero-shot", prepared.fit.has_zeroshot), ("probe", prepared.fit.has_probe)) if on]
     left, right = st.columns([1, 1])
     chosen = left.selectbox("Class", range(len(names)), format_func=lambda k: names[k], key="tune_hist_class")
     family = right.radio("Score", families, horizontal=True, key="tune_hist_family")
