@@ -1,22 +1,78 @@
-"""Atomic writes and content hashes.
+"""Atomic writes, artifact sidecars, free-space checks and content hashes.
 
 Every artifact is written to a temporary file in the destination folder, fsynced and moved into
 place with ``os.replace``, so a crash never leaves a half-written file under the final name.
-Metadata goes in a JSON sidecar named ``<file>.json``.
+
+Temporary files are named ``.<file>.<pid>.<token>.tmp`` and locked (``flock``) by their writer
+while it works. The first write into a folder (and again at most every ``SWEEP_EVERY_S``) removes
+the temporary files of writers that are gone: the pid in the name is dead and the lock is free.
+A run killed with ``kill -9`` therefore leaves at most one temporary file, and the next run into
+that folder removes it.
+
+Metadata goes in a JSON sidecar named ``<file>.json``, written after the artifact and recording
+the artifact's size. The pair is kept consistent at every instant:
+
+1. replacing an artifact first removes its old sidecar (the old description no longer applies);
+2. the new artifact is moved into place;
+3. the new sidecar is written.
+
+A kill between any two steps leaves an artifact without a sidecar, never one with a sidecar that
+describes other bytes; :func:`read_sidecar` returns ``{}`` for an artifact whose sidecar is
+missing, unreadable or of another size, and readers treat such an artifact as absent.
+
+A write that runs out of space, or into a read-only folder, raises :class:`StorageError` naming
+the folder and (where known) the space needed and free, instead of an ``OSError`` traceback.
+Callers that know how much they will write pass ``size=``: the free space is checked first and
+the temporary file is preallocated, so writing through a memory map can never die by SIGBUS.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
+import logging
 import os
-import tempfile
+import re
+import secrets
+import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from clipcleaner_core.errors import CLIPCleanerError
+
+log = logging.getLogger(__name__)
+
 SIDECAR_SUFFIX = ".json"
+SIZE_KEY = "artifact_bytes"
+NPY_HEADER_BYTES = 128
+SWEEP_EVERY_S = 30.0
+#: legacy temporary files (``.<file>.<random>.tmp``, no pid) older than this are removed too
+LEGACY_TEMP_AGE_S = 24 * 3600.0
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_READ_ONLY = (errno.EROFS,)
+_ALMOST_FULL = 1 << 20
+_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<token>[0-9a-f]{8})\.tmp$")
+_LEGACY_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<token>[A-Za-z0-9_]{8})\.tmp$")
+
+
+class StorageError(CLIPCleanerError):
+    """A file could not be written: no space left, a read-only folder, or a failing disk.
+
+    ``folder`` is where the write went; ``needed`` and ``free`` are byte counts when known.
+    """
+
+    def __init__(self, message: str, *, folder: Path, needed: int | None = None,
+                 free: int | None = None) -> None:
+        super().__init__(message)
+        self.folder = folder
+        self.needed = needed
+        self.free = free
 
 
 def _umask() -> int:
@@ -28,28 +84,222 @@ def _umask() -> int:
 _DEFAULT_MODE = 0o666 & ~_umask()
 
 
+def format_bytes(n: int) -> str:
+    """``1536`` -> ``'1.5 KiB'``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def free_bytes(folder: str | os.PathLike) -> int | None:
+    """Bytes free for this user in the file system holding ``folder`` (None if unknown)."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def check_free_space(folder: str | os.PathLike, needed: int, *, what: str) -> None:
+    """Raise :class:`StorageError` when ``folder`` has fewer than ``needed`` bytes free."""
+    folder = Path(folder)
+    free = free_bytes(folder)
+    if free is not None and free < needed:
+        raise no_space_error(folder, what=what, needed=needed, free=free)
+
+
+def no_space_error(folder: Path, *, what: str, needed: int | None = None,
+                   free: int | None = None) -> StorageError:
+    free = free_bytes(folder) if free is None else free
+    amounts = []
+    if needed is not None:
+        amounts.append(f"needs {format_bytes(needed)}")
+    if free is not None:
+        amounts.append(f"{format_bytes(free)} free")
+    detail = f" ({', '.join(amounts)})" if amounts else ""
+    return StorageError(
+        f"not enough disk space in {folder} to write {what}{detail}; free some space there (or "
+        "point the cache elsewhere with CLIPCLEANER_CACHE) and run again: finished work is kept.",
+        folder=folder, needed=needed, free=free)
+
+
+def storage_error(exc: OSError, folder: Path, *, what: str, needed: int | None = None) -> StorageError | None:
+    """The :class:`StorageError` for a failed write, or None if ``exc`` is not about storage.
+
+    numpy's ``tofile`` reports a short write without an errno ("N requested and M written");
+    that counts as a full disk when the folder has (almost) no space left.
+    """
+    free = free_bytes(folder)
+    short_write = exc.errno is None and free is not None and free < _ALMOST_FULL
+    if exc.errno in _NO_SPACE or short_write:
+        return no_space_error(folder, what=what, needed=needed)
+    if exc.errno in _READ_ONLY:
+        return StorageError(f"cannot write {what}: {folder} is on a read-only file system; choose a "
+                            "writable folder (for the cache: set CLIPCLEANER_CACHE).", folder=folder)
+    if exc.errno == errno.EIO:
+        return StorageError(f"input/output error while writing {what} in {folder}: the disk may be "
+                            "failing or was disconnected; check it and run again.", folder=folder)
+    return None
+
+
+# ---- temporary files -----------------------------------------------------------------------
+_SWEPT: dict[Path, float] = {}
+_SWEPT_LOCK = threading.Lock()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files this module left in ``folder`` whose writer is gone.
+
+    A file qualifies when its name has this module's pattern, the pid in the name is not a live
+    process and no process holds its lock (so a live writer on another machine sharing the
+    folder is left alone). Returns the removed paths.
+    """
+    folder = Path(folder)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+            continue
+        match = _TEMP_RE.match(entry.name)
+        if match is not None:
+            if _pid_alive(int(match["pid"])):
+                continue
+        elif _LEGACY_TEMP_RE.match(entry.name) is not None:
+            with contextlib.suppress(OSError):
+                if now - entry.stat(follow_symlinks=False).st_mtime < LEGACY_TEMP_AGE_S:
+                    continue
+        else:
+            continue
+        if _unlink_if_unlocked(Path(entry.path)):
+            removed.append(Path(entry.path))
+    if removed:
+        log.info("removed %d temporary file(s) left in %s by runs that ended early", len(removed), folder)
+    return removed
+
+
+def _unlink_if_unlocked(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    try:
+        path.unlink()
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _sweep_once(folder: Path) -> None:
+    now = time.monotonic()
+    with _SWEPT_LOCK:
+        if now - _SWEPT.get(folder, -SWEEP_EVERY_S) < SWEEP_EVERY_S:
+            return
+        _SWEPT[folder] = now
+    remove_stale_temps(folder)
+
+
+def _make_folder(folder: Path, what: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise (storage_error(exc, folder, what=what) or exc) from exc
+
+
+def _create_temp(final: Path) -> tuple[Path, int]:
+    """A new locked temporary file beside ``final``: (path, open descriptor holding the lock)."""
+    while True:
+        tmp = final.parent / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return tmp, fd
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, size: int | None = None,
+                preallocate: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and move it onto ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception the temporary file is removed and ``path`` is left untouched. With ``size``
+    (bytes the caller will write), the free space is checked first; with ``preallocate`` too,
+    the file is given its full size on disk, so a full disk fails here with
+    :class:`StorageError`, not later inside a memory map (open the file with ``"r+b"`` then:
+    ``"wb"`` would truncate the reservation away).
+    Running out of space (or into a read-only file system) while writing raises
+    :class:`StorageError` too. Replacing a file removes its sidecar first (see the module doc).
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    what = final.name
+    _make_folder(final.parent, what)
+    _sweep_once(final.parent)
+    if size is not None:
+        check_free_space(final.parent, size, what=what)
     try:
+        tmp, fd = _create_temp(final)
+    except OSError as exc:
+        raise (storage_error(exc, final.parent, what=what) or exc) from exc
+    try:
+        if size and preallocate:
+            _preallocate(fd, size, final.parent, what)
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        # mkstemp creates 0600 files; give the result the usual permissions (or keep the old ones)
+        # the temporary file is 0600; give the result the usual permissions (or keep the old ones)
         os.chmod(tmp, final.stat().st_mode & 0o777 if final.exists() else _DEFAULT_MODE)
+        side = sidecar_path(final)
+        if final.exists() and side.exists():
+            side.unlink()  # the old description must not outlive the bytes it described
         os.replace(tmp, final)
         _fsync_dir(final.parent)
+    except OSError as exc:
+        error = storage_error(exc, final.parent, what=what, needed=size)
+        if error is None:
+            raise
+        raise error from exc
     finally:
-        if tmp.exists():
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        os.close(fd)
+
+
+def _preallocate(fd: int, size: int, folder: Path, what: str) -> None:
+    """Reserve ``size`` bytes for ``fd`` so later writes (even through a memmap) cannot fail."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in _NO_SPACE:
+            raise no_space_error(folder, what=what, needed=size) from exc
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    except AttributeError:  # no posix_fallocate on this platform: writes report ENOSPC instead
+        pass
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -63,7 +313,8 @@ def _fsync_dir(folder: Path) -> None:
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
     return Path(path)
 
 
@@ -77,28 +328,61 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 def save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     """Save ``array`` as a .npy file (memory-mappable with ``np.load(mmap_mode='r')``)."""
-    with atomic_path(path) as tmp:
+    array = np.ascontiguousarray(array)
+    with atomic_path(path, size=array.nbytes + NPY_HEADER_BYTES) as tmp:
         with open(tmp, "wb") as handle:
-            np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+            np.save(handle, array, allow_pickle=False)
     return Path(path)
 
 
+# ---- sidecars ------------------------------------------------------------------------------
 def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(str(path) + SIDECAR_SUFFIX)
 
 
 def write_sidecar(path: str | os.PathLike, meta: dict) -> Path:
-    """Write the JSON sidecar describing the inputs that produced the artifact at ``path``."""
-    return write_json(sidecar_path(path), meta)
+    """Write the JSON sidecar describing the artifact at ``path`` (call it after the artifact).
+
+    The artifact's size (for a file) is recorded beside ``meta``, so a sidecar can never pass
+    for the description of other bytes.
+    """
+    target = Path(path)
+    record = dict(meta)
+    if target.is_file():
+        record[SIZE_KEY] = target.stat().st_size
+    return write_json(sidecar_path(target), record)
 
 
 def read_sidecar(path: str | os.PathLike) -> dict:
-    side = sidecar_path(path)
-    if not side.exists():
+    """The sidecar of the artifact at ``path``, or ``{}`` when the pair is not complete.
+
+    ``{}`` means: no artifact, no sidecar, an unreadable sidecar, or one recorded for a file of
+    another size. Readers treat the artifact as absent then (and may remove it with
+    :func:`remove_artifact`).
+    """
+    target = Path(path)
+    try:
+        meta = json.loads(sidecar_path(target).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return {}
-    return json.loads(side.read_text(encoding="utf-8"))
+    if not isinstance(meta, dict) or not target.exists():
+        return {}
+    recorded = meta.pop(SIZE_KEY, None)
+    if recorded is not None and target.is_file() and target.stat().st_size != recorded:
+        log.warning("ignoring %s: its sidecar describes a file of %s bytes, not %s", target,
+                    recorded, target.stat().st_size)
+        return {}
+    return meta
 
 
+def remove_artifact(path: str | os.PathLike) -> None:
+    """Remove an artifact and its sidecar: the sidecar first, so a kill leaves no false pair."""
+    for victim in (sidecar_path(path), Path(path)):
+        with contextlib.suppress(FileNotFoundError):
+            victim.unlink()
+
+
+# ---- hashes --------------------------------------------------------------------------------
 def json_default(obj: Any) -> Any:
     """``json.dumps(default=...)`` for numpy scalars and arrays, paths and dataclasses."""
     if isinstance(obj, np.bool_):

@@ -13,6 +13,8 @@ is zeros, ``valid`` is False, and it is listed in ``bad_files`` with the reason.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import os
@@ -123,6 +125,7 @@ def embed_dataset(
         cached = _load_complete(key, folder)
         if cached is not None:
             return cached
+        _clear_incomplete(folder)
         options = {"batch_size": batch_size, "num_workers": num_workers, "chunk_size": chunk_size}
         _compute(dataset, encoder_spec, folder, key, options, progress, cancel)
     embedding = _load_complete(key, folder, reused=False)
@@ -157,8 +160,9 @@ def embed_texts(
     identity = encoder.identity() if isinstance(encoder, Encoder) else encoder_identity(spec)
     root = Path(cache_root) if cache_root is not None else cache_dir()
     path = root / "text_embeddings" / f"{atomic.hash_json({'encoder': identity, 'texts': texts})[:24]}.npy"
-    if path.exists() and atomic.sidecar_path(path).exists():
-        return np.load(path)
+    if atomic.read_sidecar(path):
+        with contextlib.suppress(OSError, ValueError):
+            return np.load(path)
     if not isinstance(encoder, Encoder):
         encoder = _encoder(spec, allow_download)
     features = encoder.encode_text(texts).astype(np.float32, copy=False)
@@ -199,16 +203,37 @@ def _validate(dataset, batch_size, num_workers, chunk_size) -> None:
 
 
 def _load_complete(key: str, folder: Path, *, reused: bool = True) -> EmbeddingSet | None:
+    """The embeddings in ``folder`` if the set is complete: features, valid and a sidecar that
+    matches them. Anything less is treated as absent (and cleared by the next computing run)."""
     features_path = folder / FEATURES_NAME
     meta = atomic.read_sidecar(features_path)
-    if not meta or not features_path.exists() or not (folder / VALID_NAME).exists():
+    if not meta or not (folder / VALID_NAME).exists():
+        return None
+    try:
+        features = np.load(features_path, mmap_mode="r")
+        valid = np.load(folder / VALID_NAME)
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable embeddings in %s (%s)", folder, exc)
+        return None
+    if features.shape != (meta.get("n"), meta.get("dim")) or valid.shape != (meta.get("n"),):
+        logger.warning("ignoring embeddings in %s: their files do not match their sidecar", folder)
         return None
     bad = pd.DataFrame(meta.get("bad_files", []), columns=list(BAD_FILE_COLUMNS))
     return EmbeddingSet(
-        key=key, folder=folder, image_features=np.load(features_path, mmap_mode="r"),
-        valid=np.load(folder / VALID_NAME), bad_files=bad.astype({"index": "int64"}),
-        meta={**meta, "reused": reused},
+        key=key, folder=folder, image_features=features, valid=valid,
+        bad_files=bad.astype({"index": "int64"}), meta={**meta, "reused": reused},
     )
+
+
+def _clear_incomplete(folder: Path) -> None:
+    """Remove what a killed run left in ``folder``: its temporary files and an unfinished set
+    (features or valid without a matching sidecar). The resumable chunks are kept."""
+    atomic.remove_stale_temps(folder)
+    atomic.remove_stale_temps(folder / "chunks")
+    for name in (FEATURES_NAME, VALID_NAME):
+        if (folder / name).exists():
+            logger.info("removing the unfinished %s in %s", name, folder)
+            atomic.remove_artifact(folder / name)
 
 
 def _compute(dataset, spec, folder, key, options, progress, cancel) -> None:
@@ -220,6 +245,8 @@ def _compute(dataset, spec, folder, key, options, progress, cancel) -> None:
     n_chunks = math.ceil(len(dataset) / chunk_size)
     pending = [c for c in range(n_chunks) if read_chunk(chunks, c) is None]
     encoder = _encoder(spec, allow_download=False)
+    _check_space(folder, len(dataset), encoder.dim, pending_rows=sum(
+        min(len(dataset), (c + 1) * chunk_size) - c * chunk_size for c in pending))
     if pending:
         num_workers = options["num_workers"]
         if num_workers is None:
@@ -241,25 +268,48 @@ def _compute(dataset, spec, folder, key, options, progress, cancel) -> None:
     _assemble(folder, chunks, n_chunks, encoder.dim, dataset, meta)
 
 
+def _check_space(folder: Path, n: int, dim: int, *, pending_rows: int) -> None:
+    """Fail before encoding when the chunks still to write plus features.npy cannot fit."""
+    row_bytes = dim * np.dtype(np.float32).itemsize
+    needed = pending_rows * row_bytes + n * row_bytes + n + 2 * atomic.NPY_HEADER_BYTES
+    atomic.check_free_space(folder, needed, what=f"the embeddings of {n} images "
+                            f"({pending_rows} still to encode, then features.npy of {n} x {dim})")
+
+
+def _npy_header(shape: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {
+        "descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
+        "shape": shape})
+    return buffer.getvalue()
+
+
 def _assemble(folder: Path, chunks: Path, n_chunks: int, dim: int, dataset, meta: dict) -> None:
-    """Concatenate the chunk files into features.npy / valid.npy, then write the sidecar last."""
+    """Concatenate the chunk files into features.npy / valid.npy, then write the sidecar last.
+
+    features.npy is preallocated and written with ordinary writes (never through a memory map),
+    so a full disk is a :class:`~clipcleaner_core.atomic.StorageError`, not a SIGBUS.
+    """
     from clipcleaner_core.embed_loader import read_chunk
 
     n = len(dataset)
     valid = np.ones(n, dtype=bool)
     bad_rows = []
-    with atomic.atomic_path(folder / FEATURES_NAME) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, dim))
-        row = 0
-        for chunk in range(n_chunks):
-            features, bad = read_chunk(chunks, chunk)
-            out[row:row + len(features)] = features
-            for index, reason in sorted(bad.items()):
-                valid[index] = False
-                bad_rows.append({"index": index, "path": dataset.paths[index], "reason": reason})
-            row += len(features)
-        out.flush()
-        del out
+    header = _npy_header((n, dim))
+    size = len(header) + n * dim * 4
+    with atomic.atomic_path(folder / FEATURES_NAME, size=size, preallocate=True) as tmp:
+        with open(tmp, "r+b") as handle:
+            handle.write(header)
+            for chunk in range(n_chunks):
+                features, bad = read_chunk(chunks, chunk)
+                handle.write(np.ascontiguousarray(features, dtype="<f4").tobytes())
+                for index, reason in sorted(bad.items()):
+                    valid[index] = False
+                    bad_rows.append({"index": index, "path": dataset.paths[index], "reason": reason})
+            if handle.tell() != size:
+                raise CLIPCleanerError(f"the chunks under {chunks} hold {handle.tell() - len(header)} "
+                                       f"bytes of features, expected {n * dim * 4}; delete {folder} "
+                                       "and embed again")
     atomic.save_npy(folder / VALID_NAME, valid)
     meta.update(n_valid=int(valid.sum()), bad_files=bad_rows)
     atomic.write_sidecar(folder / FEATURES_NAME, meta)
@@ -283,7 +333,7 @@ def _register(root: Path, embedding: EmbeddingSet, dataset) -> None:
             model=spec.get("model"), pretrained=spec.get("pretrained"), dim=embedding.dim,
             n=len(embedding), path=embedding.folder,
         )
-    except sqlite3.Error as exc:  # the catalogue is an index; the files are the truth
+    except (sqlite3.Error, CLIPCleanerError) as exc:  # the catalogue is an index; the files are the truth
         logger.warning("could not record embeddings %s in the catalogue: %s", embedding.key, exc)
 
 
