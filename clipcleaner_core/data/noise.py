@@ -20,6 +20,7 @@ from ..atomic import write_json
 from ..errors import DataError
 from ..paths import cache_dir
 from .dataset import Dataset
+from .idn_files import is_label_pair_csv, read_label_pair_csv
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +177,8 @@ def noise_from_file(path: str | os.PathLike, *, class_names=None) -> tuple[np.nd
                 noisy, clean = payload.get("noisy_labels"), payload.get("clean_labels")
             else:
                 noisy = payload
+        elif suffix == ".csv" and is_label_pair_csv(path):  # the paper's CIFAR-10 IDN files
+            clean, noisy = read_label_pair_csv(path)
         elif suffix == ".csv":
             import pandas as pd
 

@@ -16,6 +16,7 @@ from .cifar import CIFAR10_FOLDER, CIFAR100_FOLDER, cifar_variant, load_cifar
 from .dataset import Dataset
 from .images import IMAGE_EXTENSIONS, is_image_file
 from .manifest import MANIFEST_SUFFIXES, load_manifest
+from .paper import PAPER_FORMATS, detect_paper_format, load_paper_dataset
 from .screen import screen_files
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ FORMATS = {
     "cifar10": f"a CIFAR-10 python-version folder ({CIFAR10_FOLDER})",
     "cifar100": f"a CIFAR-100 python-version folder ({CIFAR100_FOLDER})",
     "demo": "the built-in offline demo (scikit-learn digits with 40% symmetric noise)",
+    **{name: entry.description for name, entry in PAPER_FORMATS.items()},
 }
 SPLITS = ("train", "test")
 _SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "val", "valid", "validation")}
@@ -38,6 +40,8 @@ def detect_format(spec: str | os.PathLike) -> str:
     if str(spec).strip().lower() == "demo":
         return "demo"
     path = Path(spec).expanduser()
+    if path.exists() and (paper_format := detect_paper_format(path)):
+        return paper_format
     if path.is_file():
         if path.suffix.lower() in MANIFEST_SUFFIXES:
             return "manifest"
@@ -72,6 +76,8 @@ def load_dataset(spec: str | os.PathLike, *, format: str | None = None, split: s
         dataset = load_manifest(path, split=split)
     elif kind in ("cifar10", "cifar100"):
         dataset = load_cifar(path, split=split, variant=kind)
+    elif kind in PAPER_FORMATS:
+        dataset = load_paper_dataset(kind, path, split=split)
     else:
         dataset = load_imagefolder(path, split=split)
     return dataset.replace(spec=str(spec))
