@@ -27,7 +27,7 @@ from clipcleaner_core.train.distributed import Distributed
 from clipcleaner_core.train.loaders import Batches, sequential_batches
 from clipcleaner_core.train.mixfix import balanced_batches, mixup, relabel_and_grow, soft_cross_entropy, step_lr
 from clipcleaner_core.train.models import build_model
-from clipcleaner_core.train.rundir import BEST, LAST, RunDir
+from clipcleaner_core.train.rundir import BEST, LAST, RunDir, cpu_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class _State:
     in_set: np.ndarray
     labels: np.ndarray
     best_acc: float = -1.0
+    best_epoch: int | None = None
 
 
 def default_run_dir(config: TrainConfig, dataset_fingerprint: str) -> Path:
@@ -309,18 +310,25 @@ def _end_epoch(ctx, config, model, data, state, eval_train, eval_test, loss, sta
 
 
 def _save_epoch(run, config, model, optimizer, scaler, state, metrics, row) -> None:
-    """Write last (and best) weights, the resume state, metrics and status; rank 0 only."""
+    """Write the resume state first, then the files derived from it; rank 0 only.
+
+    last_state.pt holds everything a resume needs (weights included), so a kill between any two
+    writes below leaves a resumable run; :meth:`RunDir.sync_outputs` repairs the rest on resume.
+    """
     config_json = config.to_json()
     improved = row["test_acc"] is not None and row["test_acc"] > state.best_acc
     if improved:
-        state.best_acc = row["test_acc"]
-        run.save_weights(BEST, model, epoch=state.epoch, config_json=config_json)
-    run.save_weights(LAST, model, epoch=state.epoch, config_json=config_json)
+        state.best_acc, state.best_epoch = row["test_acc"], state.epoch
+    weights = cpu_state_dict(model)
     run.save_state({
-        "epoch": state.epoch, "best_acc": state.best_acc, "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(), "in_set": torch.from_numpy(state.in_set.copy()),
-        "labels": torch.from_numpy(state.labels.copy()), "config_key": atomic.hash_json(resume_key(config)),
+        "epoch": state.epoch, "best_acc": state.best_acc, "best_epoch": state.best_epoch,
+        "model": weights, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+        "in_set": torch.from_numpy(state.in_set.copy()), "labels": torch.from_numpy(state.labels.copy()),
+        "config_key": atomic.hash_json(resume_key(config)), "metrics": [dict(m) for m in metrics],
     })
+    if improved:
+        run.save_weights(BEST, weights, epoch=state.epoch, config_json=config_json)
+    run.save_weights(LAST, weights, epoch=state.epoch, config_json=config_json)
     run.write_metrics(metrics)
     run.write_status("running", epoch=state.epoch, epochs=config.epochs)
 
@@ -339,16 +347,24 @@ def _maybe_resume(config, run, model, optimizer, scaler, state):
             f"the run folder {run.path} holds a run with a different config (differs in {differs}); "
             "choose another --out folder, or delete that one to start over."
         )
-    weights, weights_epoch = run.load_weights(LAST)
-    if weights_epoch != int(saved["epoch"]):
-        raise CLIPCleanerError(f"{run.path}: last.safetensors is from epoch {weights_epoch} but "
-                               f"last_state.pt from epoch {saved['epoch']}; delete the folder to restart.")
+    if "model" in saved:
+        weights = saved["model"]
+        repaired = run.sync_outputs(saved, config_json=config.to_json())
+        if repaired:
+            log.info("rewrote %s from the resume state of epoch %d", ", ".join(repaired), saved["epoch"])
+        metrics = [dict(m) for m in saved.get("metrics", [])]
+    else:  # a state written before the weights were kept in it
+        weights, weights_epoch = run.load_weights(LAST)
+        if weights_epoch != int(saved["epoch"]):
+            raise CLIPCleanerError(f"{run.path}: last.safetensors is from epoch {weights_epoch} but "
+                                   f"last_state.pt from epoch {saved['epoch']}; delete the folder to restart.")
+        metrics = [m for m in run.read_metrics() if m["epoch"] <= int(saved["epoch"])]
     model.load_state_dict(weights)
     optimizer.load_state_dict(saved["optimizer"])
     if saved.get("scaler"):
         scaler.load_state_dict(saved["scaler"])
     state = _State(int(saved["epoch"]), saved["in_set"].numpy().astype(bool),
-                   saved["labels"].numpy().astype(np.int64), float(saved["best_acc"]))
-    metrics = [m for m in run.read_metrics() if m["epoch"] <= state.epoch]
+                   saved["labels"].numpy().astype(np.int64), float(saved["best_acc"]),
+                   saved.get("best_epoch"))
     log.info("resuming %s from epoch %d", run.path, state.epoch)
     return state, metrics
