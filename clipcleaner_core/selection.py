@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .presets import PRESETS, TRAIN_PRESETS  # noqa: F401  re-exported; the one table is presets.py
 from .scoring import ScoreFit
 
 SCORE_NAMES = ("zs_loss", "zs_consistency", "lr_loss", "lr_consistency")
@@ -23,33 +24,6 @@ TABLE_COLUMNS = (
     "is_clean", "zs_loss_score", "zs_consistency", "lr_loss_score", "lr_consistency",
     "zs_clean_prob", "lr_clean_prob", "review_decision", "final_label",
 )
-
-# Selection thresholds from the paper's README (theta_gmm = 0.5 everywhere).
-PRESETS: dict[str, dict] = {
-    "cifar10-sym": {"theta_gmm": 0.5, "theta_cons": 0.8},
-    "cifar100-sym": {"theta_gmm": 0.5, "theta_cons": 0.8},
-    "animal10n": {"theta_gmm": 0.5, "theta_cons": 0.8},
-    "red-mini-imagenet": {"theta_gmm": 0.5, "theta_cons": 0.8},
-    "webvision": {"theta_gmm": 0.5, "theta_cons": 1.0},
-}
-
-# MixFix training presets (DESIGN §2). Values the paper leaves unstated for a dataset inherit the
-# CIFAR recipe.
-_TRAIN_BASE = {
-    "beta": 1.0, "theta_r": 0.8, "theta_r2": 0.8, "epochs": 300,
-    "milestones": (200, 250), "lr": 0.02, "batch": 128,
-}
-TRAIN_PRESETS: dict[str, dict] = {
-    "cifar10-sym": dict(_TRAIN_BASE),
-    "cifar100-sym": dict(_TRAIN_BASE),
-    "animal10n": {**_TRAIN_BASE, "beta": 0.5, "theta_r": 0.7, "theta_r2": 0.95},
-    "red-mini-imagenet": {**_TRAIN_BASE, "batch": 64, "beta": 4.0, "theta_r2": 0.95},
-    "webvision": {
-        **_TRAIN_BASE, "batch": 64, "epochs": 150, "milestones": (80, 120),
-        "beta": 0.5, "theta_r": 0.7, "theta_r2": 1.0,
-    },
-}
-
 
 @dataclass(frozen=True)
 class SelectionConfig:

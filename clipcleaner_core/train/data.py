@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clipcleaner_core.data.paper import PAPER_FORMATS
 from clipcleaner_core.errors import DataError
 from clipcleaner_core.train.config import HEAD_BACKBONES, TrainConfig
 
 log = logging.getLogger(__name__)
 
 CIFAR_KINDS = ("cifar10", "cifar100")
+SPLIT_KINDS = CIFAR_KINDS + tuple(PAPER_FORMATS)  # datasets with their own test split
 HOLDOUT_SEED = 0  # the held-out test split does not move with the training seed
 TRUE_LABELS = "true"
 GIVEN_LABELS = "given (noisy)"
@@ -107,7 +109,7 @@ def load_train_data(
         decodable = np.asarray(embedding.valid, dtype=bool)
     inputs = _inputs(dataset, features if needs_features else None)
 
-    if dataset.kind in CIFAR_KINDS:
+    if dataset.kind in SPLIT_KINDS:
         train_rows = np.arange(n)
         test_inputs, test_labels, kind = _cifar_test(config, dataset, needs_features, cache_root)
     else:
@@ -205,7 +207,8 @@ def _default_selection(config, dataset, cache_root, progress):
 
 def _selection_values(config) -> dict:
     """Selection thresholds: the recipe's, else the dataset preset's, else the defaults."""
-    from clipcleaner_core.selection import PRESETS, SelectionConfig
+    from clipcleaner_core.presets import PRESETS
+    from clipcleaner_core.selection import SelectionConfig
 
     fields = {f.name for f in dataclasses.fields(SelectionConfig)}
     name = next((p for p in (config.preset, f"{config.preset}-sym") if p in PRESETS), None)
