@@ -10,7 +10,7 @@ import streamlit as st
 
 from clipcleaner_core.errors import CLIPCleanerError
 from clipcleaner_core.projection import display_sample
-from clipcleaner_core.selection import PRESETS
+from clipcleaner_core.presets import PRESETS
 from ui import map_cache, map_component, plots, state, widgets
 
 MAX_MAP_POINTS = 100_000

@@ -12,7 +12,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from clipcleaner_core.selection import TRAIN_PRESETS as _SELECTION_TRAIN_PRESETS
+from clipcleaner_core.presets import TRAIN_PRESETS as _PAPER_TRAIN_PRESETS
 
 BACKBONES = ("linear", "mlp", "preact_resnet18", "resnet18", "resnet50")
 HEAD_BACKBONES = ("linear", "mlp")
@@ -35,11 +35,11 @@ def canonical_preset(name: str | None) -> str | None:
     return PRESET_ALIASES.get(name, name) if name else name
 
 
-# The paper's training presets (``clipcleaner_core.selection.TRAIN_PRESETS``), under our names and
+# The paper's training presets (``clipcleaner_core.presets.TRAIN_PRESETS``), under our names and
 # with ``batch`` spelled ``batch_size``.
 TRAIN_PRESETS: dict[str, dict] = {
     canonical_preset(name): {("batch_size" if k == "batch" else k): v for k, v in values.items()}
-    for name, values in _SELECTION_TRAIN_PRESETS.items()
+    for name, values in _PAPER_TRAIN_PRESETS.items()
 }
 
 
