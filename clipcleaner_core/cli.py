@@ -15,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcleaner_core.errors import CLIPCleanerError, DataError
+from clipcleaner_core.data.paper import PAPER_FORMATS
+from clipcleaner_core.errors import CLIPCleanerError, ConfigError, DataError
+from clipcleaner_core.reproduce import add_parser as add_reproduce_parser
+from clipcleaner_core.reproduce import run_command as cmd_reproduce
 
 log = logging.getLogger("clipcleaner_core")
 
@@ -24,7 +27,7 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="SPEC",
                         help="'demo', or a path to an ImageFolder tree, a CSV/Parquet manifest or a CIFAR folder")
     parser.add_argument("--format", dest="data_format", default=None,
-                        choices=["imagefolder", "manifest", "cifar10", "cifar100", "demo"],
+                        choices=["imagefolder", "manifest", "cifar10", "cifar100", "demo", *PAPER_FORMATS],
                         help="override the detected dataset kind")
     parser.add_argument("--split", default="train", choices=["train", "test"])
     parser.add_argument("--noise", default=None, metavar="MODE:RATE",
@@ -95,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         train_cli = None
     if train_cli is not None:
         train_cli.add_parser(sub)
+    add_reproduce_parser(sub)
     return parser
 
 
@@ -118,7 +122,7 @@ def _settings(args) -> tuple:
     for name in ("theta_gmm", "theta_cons"):
         value = getattr(args, name)
         if not 0.0 <= value <= 1.0:
-            raise DataError(f"--{name.replace('_', '-')} {value} is outside [0, 1]; pick a value in that range.")
+            raise ConfigError(f"--{name.replace('_', '-')} {value} is outside [0, 1]; pick a value in that range.")
     scoring = ScoringConfig(temperature=args.temperature, zeroshot=not args.no_zeroshot,
                             probe=args.probe, seed=args.seed)
     selection = SelectionConfig(theta_gmm=args.theta_gmm, theta_cons=args.theta_cons)
@@ -272,7 +276,8 @@ def _print_metrics(metrics: dict, out: str) -> None:
     print(json.dumps({"out": out, **shown}, indent=2))
 
 
-COMMANDS = {"embed": cmd_embed, "select": cmd_select, "run": cmd_run, "export": cmd_export}
+COMMANDS = {"embed": cmd_embed, "select": cmd_select, "run": cmd_run, "export": cmd_export,
+            "reproduce": cmd_reproduce}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,13 +291,29 @@ def main(argv: list[str] | None = None) -> int:
         handler = train_cli.run
     else:
         handler = COMMANDS[args.command]
+    return run_handler(handler, args)
+
+
+def run_handler(handler, args) -> int:
+    """Run ``handler(args)``; a user error becomes one line on stderr and exit status 2."""
     try:
         return handler(args)
-    except (CLIPCleanerError, ValueError) as exc:  # configs validate with ValueError too
-        if args.verbose:
-            log.exception("failed")
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except CLIPCleanerError as exc:
+        return _fail(args, str(exc))
+    except OSError as exc:  # a file the user named cannot be read or written
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        return _fail(args, f"cannot access{where}: {exc.strerror or exc}; check the path, its "
+                           "permissions and the free space")
+    except ValueError as exc:  # an input no validator named; still one line, never a traceback
+        return _fail(args, str(exc))
     except KeyboardInterrupt:
         print("error: interrupted; completed embedding chunks are kept and reused next time.", file=sys.stderr)
         return 130
+
+
+def _fail(args, message: str) -> int:
+    """Print ``message`` as one line on stderr (the traceback only with -v); exit status 2."""
+    if getattr(args, "verbose", False):
+        log.exception("failed")
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    return 2

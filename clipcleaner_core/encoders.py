@@ -21,7 +21,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from clipcleaner_core.errors import CLIPCleanerError
+from clipcleaner_core.errors import CLIPCleanerError, ConfigError
 from clipcleaner_core.weights import (
     PIXELS,
     WeightsSource,
@@ -73,9 +73,9 @@ class EncoderSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
-            raise CLIPCleanerError(f"encoder model must be a non-empty name, got {self.model!r}")
+            raise ConfigError(f"encoder model must be a non-empty name, got {self.model!r}")
         if self.precision not in PRECISIONS:
-            raise CLIPCleanerError(
+            raise ConfigError(
                 f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}"
             )
         if self.pretrained is not None:
@@ -92,9 +92,9 @@ def resolve_device(device: str = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError as exc:
-        raise CLIPCleanerError(f"unknown device {device!r}; use auto, cpu or cuda[:N]") from exc
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda[:N]") from exc
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise CLIPCleanerError(f"device {device!r} requested but CUDA is not available; use cpu")
+        raise ConfigError(f"device {device!r} requested but CUDA is not available; use cpu")
     return resolved
 
 

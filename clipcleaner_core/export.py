@@ -31,7 +31,7 @@ import pandas as pd
 
 from clipcleaner_core import __version__
 from clipcleaner_core.atomic import json_default, write_bytes, write_sidecar
-from clipcleaner_core.errors import Cancelled, DataError
+from clipcleaner_core.errors import Cancelled, ConfigError, DataError
 from clipcleaner_core.paths import is_within
 
 if TYPE_CHECKING:
@@ -74,9 +74,9 @@ def export(table: pd.DataFrame, fmt: str, out: str | os.PathLike, *, dataset: "D
         cancel: ``cancel() -> bool``; True stops an ImageFolder export (nothing is left behind).
     """
     if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if link not in LINK_MODES:
-        raise ValueError(f"unknown link mode {link!r}; choose one of {', '.join(LINK_MODES)}")
+        raise ConfigError(f"unknown link mode {link!r}; choose one of {', '.join(LINK_MODES)}")
     out = Path(out).expanduser().absolute()
     names = _class_names(table, dataset, class_names)
     sidecar = _sidecar(table, fmt, meta, dataset, names, clean_only=clean_only)
@@ -115,7 +115,7 @@ def export_bytes(table: pd.DataFrame, fmt: str, *, dataset: "Dataset | None" = N
     absolute; with no folder they are relative to the dataset root (save the manifest there).
     """
     if fmt not in BYTES_FORMATS:
-        raise ValueError(f"export_bytes: unknown format {fmt!r}; choose one of {', '.join(BYTES_FORMATS)}")
+        raise ConfigError(f"export_bytes: unknown format {fmt!r}; choose one of {', '.join(BYTES_FORMATS)}")
     names = _class_names(table, dataset, class_names)
     if fmt == "recipe":
         return _json_bytes(recipe(table, meta=meta, dataset=dataset, class_names=names))

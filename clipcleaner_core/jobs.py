@@ -35,7 +35,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from clipcleaner_core.atomic import write_json
-from clipcleaner_core.errors import CLIPCleanerError
+from clipcleaner_core.errors import CLIPCleanerError, ConfigError
 from clipcleaner_core.procgroup import (group_alive, kill_group_members, pid_alive, reap_children, set_subreaper,
                                         signal_group, tail_file, wait_group_gone)
 from clipcleaner_core.paths import PROJECT_ROOT, cache_dir
@@ -104,7 +104,7 @@ class JobRunner:
         if max_concurrent is None:
             max_concurrent = int(os.environ.get(MAX_JOBS_ENV, "1"))
         if max_concurrent < 1:
-            raise ValueError(f"max_concurrent={max_concurrent}: at least one job must be allowed to run")
+            raise ConfigError(f"max_concurrent={max_concurrent}: at least one job must be allowed to run")
         self.max_concurrent = max_concurrent
         self.grace = float(grace)
         self._lock = FileLock(str(self.jobs_root / "queue.lock"))

@@ -6,25 +6,38 @@ solver="lbfgs")`` for K >= 3 classes::
     sum_i w_i * CE(softmax(W f_i + b), y_i) / sum_i w_i  +  ||W||^2 / (2 * c * sum_i w_i)
 
 with ``w_i = n / (n_present_classes * n_{y_i})`` and the bias unpenalised. We minimise the same
-objective with SciPy's L-BFGS-B from zero, but in whitened coordinates: features are centred and
-multiplied by ``P = Σ^{-1/2}`` (their covariance's inverse square root), with the weights
-reparametrised as ``W = W' Pᵀ``, ``b = b' - W μ`` and the penalty kept as ``||W' Pᵀ||²``. That is
-the same objective and the same optimum, only far better conditioned: L-BFGS needs about half the
-evaluations, and at ``gtol`` 2e-4 (in whitened coordinates) it ends several times *closer* to the
-exact optimum than scikit-learn's own stopping point at ``tol`` 1e-4 (which is up to ~0.08 away in
-probability). Each evaluation is one float32 pass (two matrix products, in-place softmax and
-residual), and the optimizer's own vector steps run on one BLAS thread so they never compete with
-the evaluation's matrix products for cores (see ``_SingleThreadedOptimizerBlas``). ``tests/test_probe.py`` checks the probabilities against a tightly converged
-scikit-learn fit and the clean/flagged decision against the default one;
-``benchmarks/bench_probe.py`` times both.
+objective with SciPy's L-BFGS-B from zero, in preconditioned coordinates: with ``μ`` the features'
+(balanced) mean and ``P = (Σ + ρ I)^{-1/2}`` the inverse square root of their *regularised*
+covariance, the weights are reparametrised as ``W = W' Pᵀ``, ``b = b' - W μ`` and the penalty kept
+as ``||W' Pᵀ||²``. Any invertible P gives the same objective and the same optimum; this one makes
+the Hessian close to the identity. At the start the Hessian in W is about ``s Σ + l2 I`` with
+``s ≈ 1/K`` (softmax curvature at uniform probabilities) and ``l2 = 1 / (c Σ_i w_i)``, so
+``ρ = l2 / s``: directions with variance well above ρ are whitened as before, and directions with
+little or no variance (constant or duplicated columns, the tail of a power-law spectrum) are scaled
+by at most ``1/sqrt(ρ)`` instead of by up to ``1/sqrt(λ)``, which would leave the penalty badly
+conditioned there (full whitening took 1,288 iterations on the demo's pixel features against
+scikit-learn's 42).
+
+Memory grows with N, not N x K: each evaluation walks the rows in chunks of at most ``CHUNK_ROWS``
+rows and ``CHUNK_BYTES`` of float32 work (two matrix products, in-place softmax and residual per
+chunk), so a small problem is one pass and ImageNet-1k (1.28M x 1,000) needs ~256 MB beyond its
+features. Features are never copied as a whole: float32 C-contiguous arrays and read-only memmaps are
+read in place, other dtypes (float16) are converted chunk by chunk. The optimizer's own vector steps
+run on one BLAS thread so they never compete with the evaluation's matrix products for cores (see
+``_SingleThreadedOptimizerBlas``). ``tests/test_probe.py`` checks the probabilities against a
+tightly converged scikit-learn fit and the clean/flagged decision against the default one;
+``benchmarks/bench_probe.py`` times both on isotropic, pixel, raw-digit and CLIP-like spectra.
 
 Modes: ``"in-sample"`` (the paper: fit on all samples, predict the same samples), ``"cross-val"``
 (stratified K-fold, each sample predicted by a probe that never saw it), ``"off"``.
+:func:`fit_probe_predictor` returns a :class:`ProbePredictor` whose ``log_proba(start, stop)`` gives
+the log-probabilities of a row range without ever materialising the (N, K) matrix.
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -33,13 +46,20 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_softmax
 
-from .errors import DataError
+from .errors import Cancelled, ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 PROBE_MODES = ("in-sample", "cross-val", "off")
-WHITENED_TOL = 2e-4
+PRECONDITIONED_TOL = 2e-4
+#: rows per evaluation chunk, and bytes of float32 work per chunk ((rows, K) logits + converted rows)
+CHUNK_ROWS = 65_536
+CHUNK_BYTES = 256 * 2**20
+COVARIANCE_ROWS = 8192  # a preconditioner estimated from a subsample is as exact a reparametrisation
+ITERATIONS_ESTIMATE = 100  # progress: L-BFGS iterations one fit is expected to take
+PROGRESS_INTERVAL_S = 0.25
 Progress = Callable[[str, int, int, "float | None"], None]
+Cancel = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -65,28 +85,109 @@ class LinearProbe:
         return log_softmax(logits, axis=1)
 
 
+@dataclass(frozen=True)
+class ProbePredictor:
+    """The probe's log-probabilities of any row range, computed on demand.
+
+    ``features`` is the caller's (N, D) array itself (never copied); ``probes`` the fitted probes
+    and ``row_probe`` (N,) the index of the probe that predicts each row (None: ``probes[0]`` for
+    every row). In cross-val mode row i is predicted by the probe of the fold that held it out, or
+    by a probe fitted on all samples when its class had no other member to learn from.
+    """
+
+    features: np.ndarray
+    probes: tuple[LinearProbe, ...]
+    row_probe: np.ndarray | None
+    mode: str
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.probes[0].coef_.shape[0])
+
+    def log_proba(self, start: int, stop: int) -> np.ndarray:
+        """(stop - start, K) float64 log-probabilities of rows ``start:stop`` (-inf for classes the
+        predicting probe never saw); rows sum to 1 in probability."""
+        if not 0 <= start <= stop <= self.n_rows:
+            raise ValueError(f"row range {start}:{stop} is outside 0:{self.n_rows}.")
+        rows = self.features[start:stop]
+        if self.row_probe is None:
+            return self.probes[0].predict_log_proba(rows)
+        which = self.row_probe[start:stop]
+        out = np.empty((stop - start, self.num_classes))
+        for index in np.unique(which):
+            mask = which == index
+            out[mask] = self.probes[index].predict_log_proba(rows[mask])
+        return out
+
+
 def fit_probe(
     features: np.ndarray,
     labels: np.ndarray,
     *,
     num_classes: int,
     c: float = 1.0,
-    tol: float = WHITENED_TOL,
+    tol: float = PRECONDITIONED_TOL,
     max_iter: int = 10_000,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
 ) -> LinearProbe:
     """Fit the balanced logistic-regression probe.
 
     Args:
-        features: (N, D) float image features (L2-normalised CLIP embeddings).
+        features: (N, D) float image features (L2-normalised CLIP embeddings); float32, float16 or
+            a read-only memmap are read in row chunks, never copied whole.
         labels: (N,) int given labels in [0, num_classes).
         num_classes: K.
         c: inverse L2 strength, scikit-learn's ``C``.
-        tol: L-BFGS ``gtol`` (max |projected gradient|) in whitened coordinates.
+        tol: L-BFGS ``gtol`` (max |projected gradient|) in preconditioned coordinates.
+        progress: ``progress("probe", iterations, estimate, iterations_per_s)``.
+        cancel: polled between iterations; True raises :class:`~clipcleaner_core.errors.Cancelled`.
     """
     features, labels = _validate(features, labels, num_classes)
-    if c <= 0:
-        raise ValueError(f"c={c!r} must be > 0 (it is the inverse L2 penalty strength).")
-    return _compute_probe(features, labels, num_classes, c, tol, max_iter)
+    _check_c(c)
+    monitor = _Monitor(progress, cancel, n_fits=1)
+    return _compute_probe(features, None, labels, num_classes, c, tol, max_iter, monitor)
+
+
+def fit_probe_predictor(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    num_classes: int,
+    mode: str = "in-sample",
+    n_folds: int = 5,
+    c: float = 1.0,
+    seed: int = 0,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> ProbePredictor | None:
+    """Fit the probe(s) of ``mode``; None when ``mode == "off"``.
+
+    ``"cross-val"`` uses ``StratifiedKFold(n_folds, shuffle=True, random_state=seed)``. Fallbacks
+    for tiny classes: the number of folds drops to the size of the largest class (in-sample when
+    that is below 2), and samples whose class has no other member to learn from are predicted
+    in-sample by a probe fitted on all samples.
+
+    ``progress("probe", done, total, iterations_per_s)`` counts L-BFGS iterations over all fits
+    (``total`` = fits x an estimate per fit; ``done`` never decreases nor passes ``total``), at most
+    a few times per second. ``cancel()`` is polled between iterations; True raises
+    :class:`~clipcleaner_core.errors.Cancelled`.
+    """
+    if mode not in PROBE_MODES:
+        raise ConfigError(f"unknown probe mode {mode!r}; valid modes: {', '.join(PROBE_MODES)}.")
+    if mode == "off":
+        return None
+    features, labels = _validate(features, labels, num_classes)
+    _check_c(c)
+    if mode == "cross-val" and n_folds < 2:
+        raise ConfigError(f"n_folds={n_folds!r} must be >= 2 for cross-val mode.")
+    if mode == "in-sample":
+        return _in_sample(features, labels, num_classes, c, progress, cancel)
+    return _cross_val(features, labels, num_classes, c, n_folds, seed, progress, cancel)
 
 
 def probe_log_probabilities(
@@ -102,28 +203,29 @@ def probe_log_probabilities(
 ) -> np.ndarray | None:
     """(N, K) float64 log-probabilities of the probe, or None when ``mode == "off"``.
 
-    ``"cross-val"`` uses ``StratifiedKFold(n_folds, shuffle=True, random_state=seed)``. Fallbacks
-    for tiny classes: the number of folds drops to the size of the largest class (in-sample when
-    that is below 2), and samples whose class has no other member to learn from are predicted
-    in-sample by a probe fitted on all samples.
+    The whole matrix at once, for small inputs; large ones use :func:`fit_probe_predictor` and
+    read row chunks. Modes and fallbacks as there.
     """
-    if mode not in PROBE_MODES:
-        raise ValueError(f"unknown probe mode {mode!r}; valid modes: {', '.join(PROBE_MODES)}.")
-    if mode == "off":
+    predictor = fit_probe_predictor(features, labels, num_classes=num_classes, mode=mode,
+                                    n_folds=n_folds, c=c, seed=seed, progress=progress)
+    if predictor is None:
         return None
-    features, labels = _validate(features, labels, num_classes)
-    if mode == "in-sample":
-        return _in_sample(features, labels, num_classes, c, progress)
-    if n_folds < 2:
-        raise ValueError(f"n_folds={n_folds!r} must be >= 2 for cross-val mode.")
-    return _cross_val(features, labels, num_classes, c, n_folds, seed, progress)
+    return predictor.log_proba(0, predictor.n_rows)
+
+
+def _check_c(c):
+    if not c > 0:
+        raise ConfigError(f"c={c!r} must be > 0 (it is the inverse L2 penalty strength).")
 
 
 def _validate(features, labels, num_classes):
-    features = np.ascontiguousarray(features, dtype=np.float32)
+    features = np.asarray(features)  # no copy for arrays and memmaps; rows are converted per chunk
     labels = np.asarray(labels).ravel()
     if features.ndim != 2:
         raise DataError(f"features must be a 2-D (N, D) array, got shape {features.shape}.")
+    if not (np.issubdtype(features.dtype, np.floating) or np.issubdtype(features.dtype, np.integer)):
+        raise DataError(f"features must be real numbers (float32 or float16), got dtype "
+                        f"{features.dtype}; convert them with features.astype('float32').")
     if labels.shape[0] != features.shape[0]:
         raise DataError(
             f"features has {features.shape[0]} rows but labels has {labels.shape[0]} entries; "
@@ -137,103 +239,221 @@ def _validate(features, labels, num_classes):
             f"labels must lie in [0, {num_classes}) but range over [{labels.min()}, "
             f"{labels.max()}]; check num_classes or the label mapping."
         )
-    if not np.isfinite(features).all():
-        raise DataError("features contain NaN or inf; drop or re-embed the broken rows.")
+    if np.issubdtype(features.dtype, np.floating):
+        step = _chunk_rows(0, features.shape[1])
+        for start in range(0, features.shape[0], step):
+            block = features[start:start + step]
+            if not np.isfinite(block).all():
+                bad = start + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+                raise DataError(f"features contain NaN or inf (first at row {bad}); drop or "
+                                "re-embed the broken rows.")
     return features, labels
 
 
-def _in_sample(features, labels, num_classes, c, progress):
-    _report(progress, 0, 1)
-    probe = _compute_probe(features, labels, num_classes, c, WHITENED_TOL, 10_000)
-    _report(progress, 1, 1)
-    return probe.predict_log_proba(features)
+def _in_sample(features, labels, num_classes, c, progress, cancel):
+    monitor = _Monitor(progress, cancel, n_fits=1)
+    probe = _compute_probe(features, None, labels, num_classes, c, PRECONDITIONED_TOL, 10_000,
+                           monitor)
+    monitor.finish()
+    return ProbePredictor(features, (probe,), None, "in-sample")
 
 
-def _cross_val(features, labels, num_classes, c, n_folds, seed, progress):
+def _cross_val(features, labels, num_classes, c, n_folds, seed, progress, cancel):
     from sklearn.model_selection import StratifiedKFold
 
     counts = np.bincount(labels, minlength=num_classes)
     n_splits = min(n_folds, int(counts.max()))
     if n_splits < 2:
         log.warning("cross-val probe: every class has one sample; predicting in-sample instead")
-        return _in_sample(features, labels, num_classes, c, progress)
+        return _in_sample(features, labels, num_classes, c, progress, cancel)
     folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    out = np.empty((labels.size, num_classes))
-    unseen = np.zeros(labels.size, dtype=bool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        splits = list(folds.split(np.zeros(labels.size), labels))
+        splits = list(folds.split(np.zeros((labels.size, 1), dtype=np.int8), labels))
+    row_probe = np.empty(labels.size, dtype=np.int16)
+    unseen = np.zeros(labels.size, dtype=bool)
     for fold, (train, test) in enumerate(splits):
-        _report(progress, fold, n_splits + 1)
-        probe = _compute_probe(features[train], labels[train], num_classes, c, WHITENED_TOL, 10_000)
-        out[test] = probe.predict_log_proba(features[test])
-        unseen[test] = ~np.isin(labels[test], probe.classes_)
+        row_probe[test] = fold
+        unseen[test] = ~np.isin(labels[test], labels[train])
+    monitor = _Monitor(progress, cancel, n_fits=n_splits + int(unseen.any()))
+    probes = []
+    for train, _ in splits:
+        probes.append(_compute_probe(features, train, labels[train], num_classes, c,
+                                     PRECONDITIONED_TOL, 10_000, monitor))
     if unseen.any():
-        probe = _compute_probe(features, labels, num_classes, c, WHITENED_TOL, 10_000)
-        out[unseen] = probe.predict_log_proba(features[unseen])
-    _report(progress, n_splits + 1, n_splits + 1)
-    return out
+        probes.append(_compute_probe(features, None, labels, num_classes, c, PRECONDITIONED_TOL,
+                                     10_000, monitor))
+        row_probe[unseen] = n_splits
+    monitor.finish()
+    return ProbePredictor(features, tuple(probes), row_probe, "cross-val")
 
 
-def _report(progress, done, total):
-    if progress is not None:
-        progress("probe", done, total, None)
+class _Monitor:
+    """Progress over all fits of one call (iterations against fits x ``ITERATIONS_ESTIMATE``) and
+    the cancel poll. Each fit owns ``ITERATIONS_ESTIMATE`` units of ``total``; a fit that runs
+    longer stays at the end of its share until it finishes, so ``done`` never decreases nor passes
+    ``total``."""
+
+    def __init__(self, progress, cancel, *, n_fits):
+        self.progress, self.cancel = progress, cancel
+        self.total = n_fits * ITERATIONS_ESTIMATE
+        self.fits_done = 0
+        self.iterations = 0  # of all fits, for the rate
+        self.started = time.perf_counter()
+        self.last_report = -np.inf
+        self.done = 0
+        self._report(0, force=True)
+
+    def check_cancel(self):
+        if self.cancel is not None and self.cancel():
+            raise Cancelled("probe fit cancelled; nothing was saved.")
+
+    def iteration(self, in_fit):
+        """Called after iteration ``in_fit`` (1-based) of the current fit."""
+        self.iterations += 1
+        self.check_cancel()
+        share = min(in_fit, ITERATIONS_ESTIMATE - 1)
+        self._report(self.fits_done * ITERATIONS_ESTIMATE + share)
+
+    def fit_done(self):
+        self.fits_done += 1
+        self._report(self.fits_done * ITERATIONS_ESTIMATE)
+
+    def finish(self):
+        self._report(self.total, force=True)
+
+    def _report(self, done, force=False):
+        done = max(self.done, min(done, self.total))
+        now = time.perf_counter()
+        if self.progress is None or (done == self.done and not force):
+            self.done = done
+            return
+        self.done = done
+        if force or now - self.last_report >= PROGRESS_INTERVAL_S:
+            self.last_report = now
+            elapsed = now - self.started
+            rate = self.iterations / elapsed if self.iterations and elapsed > 0 else None
+            self.progress("probe", int(done), int(self.total), rate)
 
 
-def _compute_probe(features, labels, num_classes, c, tol, max_iter) -> LinearProbe:
-    """Trusting core: fit on the classes present in ``labels`` and embed into K classes."""
+def _compute_probe(features, rows, labels, num_classes, c, tol, max_iter, monitor) -> LinearProbe:
+    """Trusting core: fit on ``features[rows]`` (all rows when None) with their ``labels``, on the
+    classes present in ``labels``, and embed into K classes."""
     classes, y = np.unique(labels, return_inverse=True)
-    n, dim = features.shape
+    dim = features.shape[1]
+    n = y.size
     coef = np.zeros((num_classes, dim), dtype=np.float32)
     intercept = np.zeros(num_classes, dtype=np.float32)
     if classes.size < 2:
+        monitor.fit_done()
         return LinearProbe(coef, intercept, classes, 0, 0)
     counts = np.bincount(y)
     weights = (n / (classes.size * counts))[y]
     sw_sum = float(weights.sum())
     w = (weights / sw_sum).astype(np.float32)
     l2 = 1.0 / (c * sw_sum)
-    mean, whiten = _whitening(features)
-    theta, n_iter, n_evals = _lbfgs(features, y, w, classes.size, l2, mean, whiten, tol, max_iter)
-    coef[classes], intercept[classes] = _original_params(theta, classes.size, mean, whiten)
+    source = _RowSource(features, rows, _chunk_rows(classes.size, dim))
+    mean, precond = _preconditioner(source, w, l2 * classes.size)
+    theta, n_iter, n_evals = _lbfgs(source, y, w, classes.size, l2, mean, precond, tol, max_iter,
+                                    monitor)
+    coef[classes], intercept[classes] = _original_params(theta, classes.size, mean, precond)
+    monitor.fit_done()
     return LinearProbe(coef, intercept, classes, n_iter, n_evals)
 
 
-COVARIANCE_ROWS = 8192  # a whitening estimated from a subsample is as exact a reparametrisation
+def _chunk_rows(k, dim):
+    """Rows per chunk: ``CHUNK_ROWS`` at most, and (rows, k) logits plus (rows, dim) converted
+    features of float32 within ``CHUNK_BYTES``."""
+    return int(max(1, min(CHUNK_ROWS, CHUNK_BYTES // (4 * (k + dim)))))
 
 
-def _whitening(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (D,) and whitening matrix P (D, D), float64, with ``(x - mean) @ P`` of ~unit covariance.
+class _RowSource:
+    """float32 row blocks of ``features[rows]`` (all rows when ``rows`` is None), never a copy of
+    the whole matrix: float32 C-contiguous slices are views; other dtypes and row subsets are
+    converted or gathered into one reused chunk buffer. A subset small enough to be one chunk is
+    gathered once and kept."""
 
-    Any invertible P gives the same objective and optimum; a good one only speeds L-BFGS up, so
-    the covariance comes from at most ``COVARIANCE_ROWS`` evenly spaced rows. Directions with
-    (near-)zero variance (constant or duplicated columns, eigenvalue below 1e-6 of the largest)
-    are left unscaled: the data term does not depend on them, only the penalty acts there, and
-    scaling them up would make the problem ill-conditioned.
+    def __init__(self, features, rows, chunk):
+        self.features, self.rows, self.chunk = features, rows, chunk
+        self.n = features.shape[0] if rows is None else rows.size
+        self._buffer = None
+        self._kept = None
+        in_place = rows is None and features.dtype == np.float32 and features.flags.c_contiguous
+        if not in_place and self.n <= chunk:
+            self._kept = self._gather(0, self.n, np.empty((self.n, features.shape[1]), np.float32))
+
+    def blocks(self):
+        """Yields ``(start, stop, x)`` with ``x`` the (stop - start, D) float32 rows."""
+        for start in range(0, self.n, self.chunk):
+            stop = min(start + self.chunk, self.n)
+            yield start, stop, self.block(start, stop)
+
+    def block(self, start, stop):
+        if self._kept is not None:
+            return self._kept[start:stop]
+        if self.rows is None and self.features.dtype == np.float32:
+            view = self.features[start:stop]
+            if view.flags.c_contiguous:
+                return view
+        if self._buffer is None:
+            self._buffer = np.empty((min(self.chunk, self.n), self.features.shape[1]), np.float32)
+        return self._gather(start, stop, self._buffer[:stop - start])
+
+    def sample(self, count):
+        """``count`` evenly spaced rows (indices into the source) and their float32 features."""
+        step = max(1, self.n // count)
+        picked = np.arange(0, self.n, step)
+        index = picked if self.rows is None else self.rows[picked]
+        return picked, np.asarray(self.features[index], dtype=np.float32)
+
+    def _gather(self, start, stop, out):
+        if self.rows is None:
+            out[...] = self.features[start:stop]
+        elif self.features.dtype == np.float32:
+            np.take(self.features, self.rows[start:stop], axis=0, out=out)
+        else:
+            out[...] = self.features[self.rows[start:stop]]
+        return out
+
+
+def _preconditioner(source, w, ridge):
+    """Mean (D,) and preconditioner P (D, D), float64: ``P = V diag(1/sqrt(λ + ridge))`` for the
+    eigendecomposition ``V diag(λ) Vᵀ`` of the features' balanced covariance.
+
+    Any invertible P gives the same objective and optimum; a good one only speeds L-BFGS up, so the
+    mean and covariance come from at most ``COVARIANCE_ROWS`` evenly spaced rows, weighted by the
+    balanced sample weights.
     """
-    mean = features.mean(axis=0, dtype=np.float64)
-    step = max(1, len(features) // COVARIANCE_ROWS)
-    centred = features[::step] - mean.astype(np.float32)
-    cov = (centred.T @ centred).astype(np.float64) / max(len(centred), 1)
-    eigvals, eigvecs = np.linalg.eigh(cov)
-    floor = max(float(eigvals.max()), 1e-12) * 1e-6
-    scale = np.where(eigvals > floor, 1.0 / np.sqrt(np.maximum(eigvals, floor)), 1.0)
-    return mean, eigvecs * scale
+    picked, x = source.sample(COVARIANCE_ROWS)
+    weight = w[picked].astype(np.float64)
+    weight /= weight.sum()
+    mean = weight @ x.astype(np.float64)
+    centred = x - mean.astype(np.float32)
+    cov = (centred.T @ (centred * weight[:, None].astype(np.float32))).astype(np.float64)
+    eigvals, eigvecs = np.linalg.eigh((cov + cov.T) / 2)
+    return mean, eigvecs / np.sqrt(np.maximum(eigvals, 0.0) + ridge)
 
 
-def _original_params(theta, k, mean, whiten):
-    """Whitened parameters (W', b') -> original (W, b): W = W' Pᵀ, b = b' - W μ."""
-    params = theta.reshape(k, whiten.shape[0] + 1)
-    weights = params[:, :-1] @ whiten.T
+def _original_params(theta, k, mean, precond):
+    """Preconditioned parameters (W', b') -> original (W, b): W = W' Pᵀ, b = b' - W μ."""
+    params = theta.reshape(k, precond.shape[0] + 1)
+    weights = params[:, :-1] @ precond.T
     return weights, params[:, -1] - weights @ mean
 
 
-def _lbfgs(x, y, w, k, l2, mean, whiten, tol, max_iter):
-    loss_grad = _loss_grad(x, y, w, k, l2, mean, whiten)
-    theta0 = np.zeros(k * (x.shape[1] + 1))
+def _lbfgs(source, y, w, k, l2, mean, precond, tol, max_iter, monitor):
+    loss_grad = _loss_grad(source, y, w, k, l2, mean, precond, monitor)
+    theta0 = np.zeros(k * (precond.shape[0] + 1))
+    iterations = [0]
+
+    def after_iteration(_):
+        iterations[0] += 1
+        monitor.iteration(iterations[0])
+
     with _SingleThreadedOptimizerBlas() as threads:
         result = minimize(
             threads.full(loss_grad), theta0, method="L-BFGS-B", jac=True,
+            callback=after_iteration,
             options={"maxiter": max_iter, "maxls": 50, "gtol": tol,
                      "ftol": 64 * np.finfo(float).eps},
         )
@@ -300,33 +520,43 @@ class _SingleThreadedOptimizerBlas:
             lib.set_num_threads(n)
 
 
-def _loss_grad(x, y, w, k, l2, mean, whiten):
-    """The objective and its gradient at flat float64 whitened parameters ``theta`` (k, dim + 1).
+def _loss_grad(source, y, w, k, l2, mean, precond, monitor):
+    """The objective and its gradient at flat float64 preconditioned parameters ``theta``
+    (k, dim + 1).
 
-    Evaluated in the original coordinates, so the whitened features are never materialised: two
-    float32 matrix products and an in-place softmax -> weighted residual on one (N, k) buffer, then
-    the chain rule through W = W' Pᵀ, b = b' - W μ (small (k, D) @ (D, D) products). The loss is
-    summed in float64 (the line search compares losses to ~1e-14 relative).
+    Evaluated in the original coordinates, so the preconditioned features are never materialised:
+    per row chunk two float32 matrix products and an in-place softmax -> weighted residual on one
+    reused (rows, k) buffer, then the chain rule through W = W' Pᵀ, b = b' - W μ (small
+    (k, D) @ (D, D) products). The loss is summed in float64 (the line search compares losses to
+    ~1e-14 relative).
     """
-    rows = np.arange(y.size)
     weight64 = w.astype(np.float64)
-    buffer = np.empty((y.size, k), dtype=np.float32)  # reused: no 4·N·k-byte allocation per call
+    buffer = np.empty((min(source.chunk, y.size), k), dtype=np.float32)
+    positions = np.arange(buffer.shape[0])
 
     def loss_grad(theta):
-        weights, bias = _original_params(theta, k, mean, whiten)
-        logits = np.matmul(x, weights.T.astype(np.float32), out=buffer)
-        logits += bias.astype(np.float32)
-        logits -= logits.max(axis=1, keepdims=True)
-        picked = logits[rows, y]
-        np.exp(logits, out=logits)
-        norm = logits.sum(axis=1)
-        loss = float(weight64 @ (np.log(norm) - picked))
-        logits *= (w / norm)[:, None]
-        logits[rows, y] -= w
-        grad_bias = logits.sum(axis=0, dtype=np.float64)
-        grad_weights = (logits.T @ x).astype(np.float64) - np.outer(grad_bias, mean) + l2 * weights
-        grad = np.empty((k, whiten.shape[0] + 1))
-        grad[:, :-1] = grad_weights @ whiten
+        monitor.check_cancel()
+        weights, bias = _original_params(theta, k, mean, precond)
+        weights32, bias32 = weights.T.astype(np.float32), bias.astype(np.float32)
+        loss = 0.0
+        grad_weights = np.zeros((k, precond.shape[0]))
+        grad_bias = np.zeros(k)
+        for start, stop, x in source.blocks():
+            logits = np.matmul(x, weights32, out=buffer[:stop - start])
+            rows, labels, wc = positions[:stop - start], y[start:stop], w[start:stop]
+            logits += bias32
+            logits -= logits.max(axis=1, keepdims=True)
+            picked = logits[rows, labels]
+            np.exp(logits, out=logits)
+            norm = logits.sum(axis=1)
+            loss += float(weight64[start:stop] @ (np.log(norm) - picked))
+            logits *= (wc / norm)[:, None]
+            logits[rows, labels] -= wc
+            grad_bias += logits.sum(axis=0, dtype=np.float64)
+            grad_weights += logits.T @ x
+        grad_weights += l2 * weights - np.outer(grad_bias, mean)
+        grad = np.empty((k, precond.shape[0] + 1))
+        grad[:, :-1] = grad_weights @ precond
         grad[:, -1] = grad_bias
         return loss + 0.5 * l2 * float(np.vdot(weights, weights)), grad.ravel()
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from clipcleaner_core import __version__
 from clipcleaner_core.atomic import hash_json, read_sidecar, save_npy, write_sidecar
-from clipcleaner_core.errors import DataError
+from clipcleaner_core.errors import ConfigError, DataError
 from clipcleaner_core.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def display_sample(n: int, *, max_points: int = 100_000, seed: int = 0) -> np.nd
     """Indices of the points to draw: all of ``range(n)`` when n <= max_points, else a seeded
     uniform random subset of ``max_points`` of them. Sorted ascending, int64."""
     if n < 0 or max_points < 1:
-        raise ValueError(f"display_sample: need n >= 0 and max_points >= 1, got n={n}, max_points={max_points}")
+        raise ConfigError(f"display_sample: need n >= 0 and max_points >= 1, got n={n}, max_points={max_points}")
     if n <= max_points:
         return np.arange(n, dtype=np.int64)
     chosen = np.random.default_rng(seed).choice(n, size=max_points, replace=False)
@@ -152,10 +152,10 @@ def _validated_features(features) -> np.ndarray:
 
 def _check_options(cache_key: str, pca_dims: int, n_neighbors: int, min_dist: float) -> None:
     if not isinstance(cache_key, str) or not _KEY_PATTERN.match(cache_key):
-        raise ValueError(f"compute_umap: cache_key {cache_key!r} must be 1-200 letters, digits, '.', '_' "
+        raise ConfigError(f"compute_umap: cache_key {cache_key!r} must be 1-200 letters, digits, '.', '_' "
                          "or '-' (e.g. a content hash)")
     if pca_dims < 2 or n_neighbors < 2 or not 0.0 <= min_dist <= 1.0:
-        raise ValueError(f"compute_umap: need pca_dims >= 2, n_neighbors >= 2 and 0 <= min_dist <= 1, "
+        raise ConfigError(f"compute_umap: need pca_dims >= 2, n_neighbors >= 2 and 0 <= min_dist <= 1, "
                          f"got {pca_dims}, {n_neighbors}, {min_dist}")
 
 

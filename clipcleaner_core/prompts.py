@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 from clipcleaner_core.atomic import hash_json, write_text
-from clipcleaner_core.errors import DataError
+from clipcleaner_core.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from clipcleaner_core.data.dataset import Dataset
@@ -243,7 +243,7 @@ def save_prompt_set(prompt_set: PromptSet, path: str | os.PathLike) -> Path:
 def builtin_prompt_set(name: str) -> PromptSet:
     """One of the shipped sets: "cifar10", "cifar100", "digits" or "default" (templates only)."""
     if name not in BUILTIN_NAMES:
-        raise ValueError(f"unknown built-in prompt set {name!r}; choose one of {list(BUILTIN_NAMES)}")
+        raise ConfigError(f"unknown built-in prompt set {name!r}; choose one of {list(BUILTIN_NAMES)}")
     if name == "default":
         return PromptSet(name="default")
     return load_prompt_set(PROMPT_SETS_DIR / f"{name}.json")

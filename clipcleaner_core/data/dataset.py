@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import DataError
+
 BAD_FILE_COLUMNS = ("path", "reason")
 
 
@@ -64,15 +66,15 @@ class Dataset:
         object.__setattr__(self, "root", Path(self.root))
         n = len(labels)
         if len(self.paths) != n:
-            raise ValueError(f"dataset {self.name!r}: {len(self.paths)} paths but {n} labels")
+            raise DataError(f"dataset {self.name!r}: {len(self.paths)} paths but {n} labels")
         if self.images is not None and len(self.images) != n:
-            raise ValueError(f"dataset {self.name!r}: {len(self.images)} images but {n} labels")
+            raise DataError(f"dataset {self.name!r}: {len(self.images)} images but {n} labels")
         if self.true_labels is not None and len(self.true_labels) != n:
-            raise ValueError(f"dataset {self.name!r}: {len(self.true_labels)} true labels but {n} labels")
+            raise DataError(f"dataset {self.name!r}: {len(self.true_labels)} true labels but {n} labels")
         k = len(self.class_names)
         if n and (labels.min() < 0 or labels.max() >= k):
             bad = int(np.flatnonzero((labels < 0) | (labels >= k))[0])
-            raise ValueError(
+            raise DataError(
                 f"dataset {self.name!r}: sample {bad} has label {labels[bad]} outside 0..{k - 1}"
             )
 

@@ -142,7 +142,7 @@ def _is_rank0() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from clipcleaner_core.errors import CLIPCleanerError
+    from clipcleaner_core.cli import run_handler
 
     parser = argparse.ArgumentParser(prog="python -m clipcleaner_core.train.cli",
                                      description="Train on the cleaned set (CLIPCleaner + MixFix).")
@@ -151,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    try:
-        return run(args)
-    except (CLIPCleanerError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return run_handler(run, args)
 
 
 if __name__ == "__main__":

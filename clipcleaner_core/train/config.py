@@ -12,6 +12,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from clipcleaner_core.errors import ConfigError
 from clipcleaner_core.presets import TRAIN_PRESETS as _PAPER_TRAIN_PRESETS
 
 BACKBONES = ("linear", "mlp", "preact_resnet18", "resnet18", "resnet50")
@@ -104,7 +105,7 @@ class TrainConfig:
         values = {k: v for k, v in values.items() if k not in RUN_INFO_KEYS}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown training config keys {unknown}; valid keys are {sorted(known)}"
             )
         values = dict(values)
@@ -159,25 +160,25 @@ def resolve_config(config: TrainConfig, *, dataset_kind: str | None = None) -> T
 
 def _validate(config: TrainConfig) -> None:
     if config.backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {config.backbone!r}; choose one of {list(BACKBONES)}")
+        raise ConfigError(f"unknown backbone {config.backbone!r}; choose one of {list(BACKBONES)}")
     if config.mode not in MODES:
-        raise ValueError(f"unknown training mode {config.mode!r}; choose one of {list(MODES)}")
+        raise ConfigError(f"unknown training mode {config.mode!r}; choose one of {list(MODES)}")
     if config.device not in DEVICES:
-        raise ValueError(f"unknown device {config.device!r}; choose one of {list(DEVICES)}")
+        raise ConfigError(f"unknown device {config.device!r}; choose one of {list(DEVICES)}")
     if config.preset is not None and canonical_preset(config.preset) not in TRAIN_PRESETS:
-        raise ValueError(f"unknown preset {config.preset!r}; choose one of {sorted(TRAIN_PRESETS)}")
+        raise ConfigError(f"unknown preset {config.preset!r}; choose one of {sorted(TRAIN_PRESETS)}")
     if config.epochs is not None and config.epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {config.epochs}")
+        raise ConfigError(f"epochs must be >= 1, got {config.epochs}")
     if config.batch_size is not None and config.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {config.batch_size}")
+        raise ConfigError(f"batch_size must be >= 1, got {config.batch_size}")
     if not 0.0 < config.holdout < 1.0:
-        raise ValueError(f"holdout must be a fraction in (0, 1), got {config.holdout}")
+        raise ConfigError(f"holdout must be a fraction in (0, 1), got {config.holdout}")
     for name in ("theta_r", "theta_r2"):
         value = getattr(config, name)
         if value is not None and not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be a confidence in [0, 1], got {value}")
+            raise ConfigError(f"{name} must be a confidence in [0, 1], got {value}")
     if config.beta is not None and config.beta < 0:
-        raise ValueError(f"beta must be >= 0 (0 turns mixup off), got {config.beta}")
+        raise ConfigError(f"beta must be >= 0 (0 turns mixup off), got {config.beta}")
 
 
 def resume_key(config: TrainConfig) -> dict:

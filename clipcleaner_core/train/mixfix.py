@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from clipcleaner_core.errors import DataError
+
 
 def step_lr(base_lr: float, epoch: int, milestones: tuple[int, ...], gamma: float = 0.1) -> float:
     """Learning rate for 0-based ``epoch``: ``base_lr`` x gamma per milestone already reached."""
@@ -44,7 +46,8 @@ def balanced_batches(
     rng = np.random.default_rng(seed)
     members = np.flatnonzero(in_set)
     if len(members) == 0:
-        raise ValueError("the training set is empty: no sample is selected as clean")
+        raise DataError("the training set is empty: no sample is selected as clean; lower the "
+                        "selection thresholds or train with --all-labels")
     classes = [members[labels[members] == c] for c in np.unique(labels[members])]
     largest = max(len(idx) for idx in classes)
     need = num_batches * batch_size

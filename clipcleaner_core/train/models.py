@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from clipcleaner_core.errors import WeightsUnavailableError
+from clipcleaner_core.errors import ConfigError, WeightsUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +111,12 @@ def build_model(
         return PreActResNet18(num_classes)
     if backbone in ("resnet18", "resnet50"):
         return _torchvision_resnet(backbone, num_classes, backbone_weights)
-    raise ValueError(f"unknown backbone {backbone!r}")
+    raise ConfigError(f"unknown backbone {backbone!r}")
 
 
 def _need_dim(feature_dim: int | None) -> int:
     if not feature_dim:
-        raise ValueError("the linear / mlp heads need the feature dimension")
+        raise ConfigError("the linear / mlp heads need the feature dimension")
     return int(feature_dim)
 
 

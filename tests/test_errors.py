@@ -1,0 +1,45 @@
+"""One error hierarchy: every config or data error is a CLIPCleanerError (and a ValueError), and the
+command line prints any of them as one line with exit status 2, never a traceback."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clipcleaner_core.encoders import EncoderSpec, resolve_device
+from clipcleaner_core.errors import CLIPCleanerError, ConfigError, DataError, DatasetMismatchError
+from clipcleaner_core.export import export
+from clipcleaner_core.train.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_config_and_data_errors_are_both_library_errors_and_value_errors():
+    for cls in (ConfigError, DataError, DatasetMismatchError):
+        assert issubclass(cls, CLIPCleanerError) and issubclass(cls, ValueError)
+
+
+@pytest.mark.parametrize("make_bad_config", [
+    lambda: EncoderSpec(model="", pretrained=None),
+    lambda: resolve_device("tpu:7"),
+    lambda: TrainConfig.from_dict({"no_such_key": 1}),
+    lambda: export(__import__("pandas").DataFrame(), "xlsx", "out.xlsx"),
+])
+def test_core_config_checks_raise_config_error(make_bad_config):
+    with pytest.raises(ConfigError):
+        make_bad_config()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["run", "--data", "demo", "--theta-gmm", "-0.5", "--out", "x.csv"], "--theta-gmm"),
+    (["train", "--data", "demo", "--epochs", "0"], "epochs"),
+    (["embed", "--data", "demo", "--noise", "bogus:0.3"], "bogus"),
+])
+def test_cli_prints_config_errors_as_one_line(tmp_path, argv, needle):
+    proc = subprocess.run([sys.executable, "-m", "clipcleaner_core", *argv], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], proc.stderr
