@@ -1,17 +1,25 @@
-"""The Tune page's UMAP map as a small Streamlit component that recolours its points in place.
+"""The Tune page's map as a small Streamlit component that draws every point with deck.gl.
 
-``st.plotly_chart`` derives its element id from the figure, so every threshold move remounted the
-chart and redrew 50,000 WebGL points from scratch (1.6–2.2 s in a browser). This component is keyed:
-its iframe stays mounted, receives each run's arguments by message, and only restyles the colours
-and legend counts unless the coordinates themselves changed (see ``index.html`` beside this file).
+The component is keyed: its iframe stays mounted across reruns and receives each run's arguments by
+message. What travels, and when:
 
-Plotly.js comes from the installed plotly package: :func:`materialise` writes ``index.html`` and
-links or copies ``plotly.min.js`` into ``<cache>/components/umap_map/``, so no copy lives in git and
-nothing is fetched from the network. When that folder cannot be written, :func:`umap_map` returns
-None and the page falls back to ``st.plotly_chart``.
+* the layout (float32 x, y and int32 dataset indices, 12 bytes a point) is written once per layout
+  to ``data/coords-<version>.bin`` in the component folder and fetched by the iframe only when its
+  version changes, so a quick layout followed by the final one redraws exactly once;
+* the hover data (given / suggested / true labels, scores) likewise, as ``data/hover-<version>.bin``,
+  fetched in the background;
+* every render (each slider move) sends one status byte per point plus the legend, and the
+  iframe recolours the points it already holds.
+
+deck.gl comes from the installed pydeck package (its browser bundle, ``deck.*`` globals):
+:func:`materialise` writes ``index.html`` and ``map.js`` from this folder and hard-links (else copies)
+the bundle into ``<cache>/components/umap_map/``, so no copy lives in git and nothing is fetched from
+the network. When that folder cannot be written, :func:`umap_map` returns None and the page falls
+back to ``st.plotly_chart``.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -25,39 +33,43 @@ from ui.plots import STATUS_COLOURS
 
 log = logging.getLogger(__name__)
 
-TEMPLATE = Path(__file__).resolve().parent / "index.html"
+HERE = Path(__file__).resolve().parent
+ASSETS = ("index.html", "map.js")  # written from this folder
 CATEGORIES = tuple(STATUS_COLOURS)  # status code k = CATEGORIES[k]
 NAME = "umap_map"
+VERSION_CHARS = 16  # a selection sent back starts with the coords_version it was made on
+KEEP_DATA_FILES = 8  # per kind; older layouts and hover files are removed
 
 
-def plotly_js() -> Path:
-    """``plotly.min.js`` shipped inside the installed plotly Python package."""
-    import plotly
+def deckgl_js() -> Path:
+    """deck.gl's browser bundle (UMD, sets ``window.deck``) shipped inside the installed pydeck package."""
+    import pydeck
 
-    path = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
+    path = Path(pydeck.__file__).resolve().parent / "nbextension" / "static" / "index.js"
     if not path.is_file():
-        raise FileNotFoundError(f"plotly.min.js not found at {path}; reinstall the plotly package")
+        raise FileNotFoundError(f"deck.gl's bundle not found at {path}; reinstall the pydeck package")
     return path
 
 
 def materialise(root: str | os.PathLike | None = None) -> Path:
     """The component folder ``<root>/components/umap_map`` (root defaults to the cache), made ready.
 
-    Writes ``index.html`` from the template and hard-links (else copies) plotly.min.js, each only
-    when missing or different, so calling it again is cheap and leaves the files untouched.
-    Raises OSError when the folder cannot be written.
+    Writes ``index.html`` and ``map.js`` from the templates and hard-links (else copies) deck.gl's
+    bundle as ``deckgl.js``, each only when missing or different, so calling it again is cheap and
+    leaves the files untouched. Raises OSError when the folder cannot be written.
     """
     if root is None:
         from clipcleaner_core.paths import cache_dir
 
         root = cache_dir()
     folder = Path(root) / "components" / NAME
-    folder.mkdir(parents=True, exist_ok=True)
-    html = TEMPLATE.read_bytes()
-    index = folder / "index.html"
-    if not index.is_file() or index.read_bytes() != html:
-        _replace(index, lambda tmp: tmp.write_bytes(html))
-    source, target = plotly_js(), folder / "plotly.min.js"
+    (folder / "data").mkdir(parents=True, exist_ok=True)
+    for name in ASSETS:
+        text = (HERE / name).read_bytes()
+        target = folder / name
+        if not target.is_file() or target.read_bytes() != text:
+            _replace(target, lambda tmp, text=text: tmp.write_bytes(text))
+    source, target = deckgl_js(), folder / "deckgl.js"
     if not target.is_file() or target.stat().st_size != source.stat().st_size:
         _replace(target, lambda tmp: _link_or_copy(source, tmp))
     return folder
@@ -91,14 +103,98 @@ def status_codes(clean_mask: np.ndarray, is_noisy: np.ndarray | None = None) -> 
     return codes
 
 
+def legend_names(has_truth: bool) -> list[str]:
+    """The legend's name of each status code. With the truth known, code 0 holds only the kept
+    samples whose label is right, so it is named so: "kept" alone would read as the Kept count."""
+    names = list(CATEGORIES)
+    if has_truth:
+        names[0] = "kept · truly clean"
+    return names
+
+
+def legend_note(codes: np.ndarray, *, has_truth: bool, reviewed: int = 0, total: int | None = None) -> str:
+    """The line under the legend: how its counts add up to the page's Kept / Flagged counts."""
+    counts = np.bincount(codes, minlength=len(CATEGORIES))
+    kept = int(counts[0] + counts[CATEGORIES.index("kept · truly noisy")])
+    flagged = int(len(codes) - kept)
+    if total is not None and total > len(codes):
+        return (f"Drawn: a random {len(codes):,} of {total:,} samples ({kept:,} kept, {flagged:,} flagged); "
+                "the counts above are of all samples.")
+    note = f"Kept {kept:,} · Flagged {flagged:,}: the same samples as the counts above"
+    if has_truth:
+        note += ", each split by its known true label"
+    if reviewed:
+        note += f"; {reviewed:,} of them decided by your review in Inspect"
+    return note + "."
+
+
 def _version(*arrays: np.ndarray | None) -> str:
-    digest = hashlib.blake2b(digest_size=8)
+    digest = hashlib.blake2b(digest_size=VERSION_CHARS // 2)
     for array in arrays:
         if array is not None:
             array = np.ascontiguousarray(array)
             digest.update(f"{array.dtype.str}{array.shape}".encode())
             digest.update(memoryview(array).cast("B"))
     return digest.hexdigest()
+
+
+def encode_layout(coords: np.ndarray, ids: np.ndarray) -> bytes:
+    """The layout file: float32 x, y interleaved (2 M values), then int32 dataset indices (M)."""
+    return (np.ascontiguousarray(coords, dtype="<f4").tobytes()
+            + np.ascontiguousarray(ids, dtype="<i4").tobytes())
+
+
+def decode_layout(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`encode_layout`: ((M, 2) float32 coordinates, (M,) int32 indices)."""
+    if len(blob) % 12:
+        raise ValueError(f"a layout file holds 12 bytes a point; got {len(blob)} bytes")
+    m = len(blob) // 12
+    return (np.frombuffer(blob, "<f4", count=2 * m).reshape(m, 2),
+            np.frombuffer(blob, "<i4", count=m, offset=8 * m))
+
+
+def hover_layout(fields: dict[str, np.ndarray]) -> list[dict]:
+    """Where each 1-D array (uint8 / uint16 / float32) sits in the hover file: 4-byte aligned, in order.
+
+    Per field ``{"name", "dtype" ("u1" | "u2" | "f4"), "offset", "count"}``: the iframe reads the file
+    with exactly this (see :func:`decode_hover`).
+    """
+    layout, offset = [], 0
+    for name, values in fields.items():
+        dtype = np.dtype(values.dtype).str.lstrip("<>|=")
+        if dtype not in ("u1", "u2", "f4") or np.ndim(values) != 1:
+            raise ValueError(f"hover field {name!r} is {values.dtype} {np.shape(values)}; "
+                             "expected a 1-D uint8, uint16 or float32 array")
+        size = values.size * values.itemsize
+        layout.append({"name": name, "dtype": dtype, "offset": offset, "count": int(values.size)})
+        offset += size + (-size % 4)
+    return layout
+
+
+def encode_hover(fields: dict[str, np.ndarray]) -> bytes:
+    """The hover file: the arrays, little-endian, where :func:`hover_layout` places them."""
+    layout = hover_layout(fields)
+    end = layout[-1]["offset"] + layout[-1]["count"] * np.dtype(layout[-1]["dtype"]).itemsize if layout else 0
+    out = bytearray(end + (-end % 4))
+    for field in layout:
+        data = np.ascontiguousarray(fields[field["name"]], dtype="<" + field["dtype"]).tobytes()
+        out[field["offset"]:field["offset"] + len(data)] = data
+    return bytes(out)
+
+
+def decode_hover(blob: bytes, layout: list[dict]) -> dict[str, np.ndarray]:
+    """Inverse of :func:`encode_hover`: {name: 1-D array}."""
+    return {f["name"]: np.frombuffer(blob, "<" + f["dtype"], count=f["count"], offset=f["offset"]) for f in layout}
+
+
+@dataclasses.dataclass(frozen=True)
+class MapPayload:
+    """One render of the map: ``args`` go with every run; the arrays become files once per version."""
+
+    args: dict
+    coords: np.ndarray
+    ids: np.ndarray
+    hover: dict[str, np.ndarray]
 
 
 def map_payload(
@@ -111,9 +207,11 @@ def map_payload(
     class_names: list[str] | tuple[str, ...],
     scores: dict[str, np.ndarray] | None = None,
     true: np.ndarray | None = None,
-    height: int = 560,
-) -> dict:
-    """Arguments of one render of the map component, compact enough to send on every rerun.
+    reviewed: int = 0,
+    total: int | None = None,
+    height: int = 600,
+) -> MapPayload:
+    """What the map component needs for one render.
 
     Args:
         coords: (M, 2) map coordinates of the drawn points.
@@ -121,9 +219,11 @@ def map_payload(
         sample_ids: (M,) dataset indices; a box / lasso selection returns these.
         given / suggested / true: (M,) class indices into ``class_names`` (true optional).
         scores: {name: (M,) float} shown on hover (NaN shown as "–").
+        reviewed: how many of the points' statuses come from review decisions (said under the legend).
+        total: the number of samples when the M drawn points are a sample of them.
 
-    Arrays travel as raw bytes (float32 / int32 / uint8|uint16); ``coords_version`` changes only
-    when the points themselves change, which is when the component redraws instead of recolouring.
+    Only ``codes`` (one byte a point) and the legend change on a threshold move; ``coords_version``
+    changes only when the points themselves change, which is when the component redraws.
     """
     coords = np.ascontiguousarray(coords, dtype=np.float32)
     if coords.ndim != 2 or coords.shape[1] != 2:
@@ -132,23 +232,54 @@ def map_payload(
     ids = np.ascontiguousarray(sample_ids, dtype=np.int32)
     if not len(codes) == len(ids) == len(coords):
         raise ValueError(f"coords, codes and sample_ids differ in length: {len(coords)}, {len(codes)}, {len(ids)}")
+    if len(codes) and codes.max() >= len(CATEGORIES):
+        raise ValueError(f"status codes must be below {len(CATEGORIES)}; got {int(codes.max())}")
     label_dtype = np.uint8 if len(class_names) <= 256 else np.uint16
-    labels = {name: None if values is None else np.ascontiguousarray(values, dtype=label_dtype)
-              for name, values in (("given", given), ("suggested", suggested), ("true_labels", true))}
+    hover = {name: np.ascontiguousarray(values, dtype=label_dtype)
+             for name, values in (("given", given), ("suggested", suggested), ("true_labels", true))
+             if values is not None}
     scores = scores or {}
-    score_block = (np.ascontiguousarray(np.stack([np.asarray(v, dtype=np.float32) for v in scores.values()]))
-                   if scores else None)
-    return {
-        "coords": coords.tobytes(), "ids": ids.tobytes(), "codes": codes.tobytes(),
-        "coords_version": _version(coords, ids),
-        "counts": np.bincount(codes, minlength=len(CATEGORIES))[:len(CATEGORIES)].tolist(),
-        "categories": list(CATEGORIES), "palette": list(STATUS_COLOURS.values()),
-        "class_names": [str(c) for c in class_names], "label_bytes": np.dtype(label_dtype).itemsize,
-        **{name: None if values is None else values.tobytes() for name, values in labels.items()},
-        "score_names": list(scores), "scores": None if score_block is None else score_block.tobytes(),
-        "hover_version": _version(*labels.values(), score_block),
+    hover.update({f"score{s}": np.ascontiguousarray(values, dtype=np.float32)
+                  for s, values in enumerate(scores.values())})
+    coords_version = _version(coords, ids)
+    hover_version = _version(ids, *hover.values(), np.frombuffer("\0".join(scores).encode(), np.uint8))
+    args = {
+        "points": len(ids), "codes": codes.tobytes(),
+        "coords_version": coords_version, "coords_file": f"coords-{coords_version}.bin",
+        "hover_version": hover_version, "hover_file": f"hover-{hover_version}.bin", "hover_fields": hover_layout(hover),
+        "counts": np.bincount(codes, minlength=len(CATEGORIES)).tolist(),
+        "categories": legend_names(true is not None), "palette": list(STATUS_COLOURS.values()),
+        "note": legend_note(codes, has_truth=true is not None, reviewed=reviewed, total=total),
+        "class_names": [str(c) for c in class_names], "score_names": list(scores),
         "height": int(height),
     }
+    return MapPayload(args=args, coords=coords, ids=ids, hover=hover)
+
+
+def write_data(folder: Path, payload: MapPayload) -> None:
+    """Write the payload's layout and hover files into ``folder/data`` unless already there.
+
+    Files are named by the content hash of what they hold, written atomically, and the oldest beyond
+    :data:`KEEP_DATA_FILES` of each kind are removed (a file in use is touched on every render).
+    """
+    data = Path(folder) / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    wanted = {
+        payload.args["coords_file"]: lambda: encode_layout(payload.coords, payload.ids),
+        payload.args["hover_file"]: lambda: encode_hover(payload.hover),
+    }
+    for name, encode in wanted.items():
+        path = data / name
+        if path.is_file():
+            os.utime(path)
+        else:
+            blob = encode()
+            _replace(path, lambda tmp, blob=blob: tmp.write_bytes(blob))
+    for kind in ("coords-", "hover-"):
+        files = sorted(data.glob(f"{kind}*.bin"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        for old in files[KEEP_DATA_FILES:]:
+            if old.name not in wanted:
+                old.unlink(missing_ok=True)
 
 
 @functools.lru_cache(maxsize=None)
@@ -167,7 +298,7 @@ def component_folder() -> Path | None:
         return None
 
 
-def umap_map(payload: dict, *, key: str) -> np.ndarray | None:
+def umap_map(payload: MapPayload, *, key: str) -> np.ndarray | None:
     """Draw the map; returns the sample ids of the current box / lasso selection (sorted, unique).
 
     Returns None when the component could not be materialised (the caller falls back).
@@ -175,12 +306,25 @@ def umap_map(payload: dict, *, key: str) -> np.ndarray | None:
     folder = component_folder()
     if folder is None:
         return None
-    value = _component(str(folder))(**payload, key=key, default=None)
-    return selected_ids(value, payload["coords_version"])
+    try:
+        write_data(folder, payload)
+    except OSError as exc:
+        log.warning("map data could not be written, falling back to st.plotly_chart: %s", exc)
+        return None
+    value = _component(str(folder))(**payload.args, key=key, default=None)
+    return selected_ids(value, payload.args["coords_version"])
 
 
 def selected_ids(value, coords_version: str) -> np.ndarray:
-    """Ids from the component's value, ignoring a selection made on other points."""
-    if not isinstance(value, dict) or value.get("coords_version") != coords_version:
+    """Ids from the component's value, ignoring a selection made on other points.
+
+    The value is bytes: the coords_version the selection was made on (16 ASCII characters), then
+    the selected dataset indices as little-endian int32.
+    """
+    if isinstance(value, (bytearray, memoryview)):
+        value = bytes(value)
+    if not isinstance(value, bytes) or len(value) < VERSION_CHARS or (len(value) - VERSION_CHARS) % 4:
         return np.zeros(0, dtype=np.int64)
-    return np.unique(np.asarray(value.get("ids") or [], dtype=np.int64))
+    if value[:VERSION_CHARS] != coords_version.encode("ascii"):
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.frombuffer(value, "<i4", offset=VERSION_CHARS).astype(np.int64))
