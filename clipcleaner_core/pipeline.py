@@ -32,7 +32,8 @@ from clipcleaner_core.selection import Selection, SelectionConfig, score_table, 
 
 log = logging.getLogger(__name__)
 
-#: progress(stage, done, total, rate): stage is "embed", "text" or "fit"; rate is images/s or None.
+#: progress(stage, done, total, rate): stage is "embed", "text", "fit" (start and end of the fit),
+#: or one of the fit's own stages ("probe", "scores", "mixtures"); rate is items/s or None.
 Progress = Callable[[str, int, int, "float | None"], None]
 
 
@@ -158,7 +159,8 @@ def prepare(
     )
     valid = np.asarray(embedding.valid, dtype=bool)
     sample_index = np.flatnonzero(valid)
-    features = np.asarray(embedding.image_features)[valid]
+    # All rows valid (the usual case): read the cached memmap in place, never a whole copy.
+    features = embedding.image_features if valid.all() else np.asarray(embedding.image_features)[valid]
     labels = dataset.labels[valid]
     notes: list[str] = []
     if not valid.all():
@@ -182,7 +184,7 @@ def prepare(
 
     fit_key = _fit_key(embedding.key, labels, valid, text_features, text_labels, effective)
     fit = _load_or_fit(root, fit_key, features, labels, dataset.num_classes,
-                       text_features, text_labels, effective, progress)
+                       text_features, text_labels, effective, progress, cancel)
     _register_dataset(root, dataset)
     return Prepared(
         dataset=dataset, encoder_spec=encoder_spec, embedding=embedding, features=features,
@@ -205,7 +207,7 @@ def _fit_key(embedding_key, labels, valid, text_features, text_labels, scoring) 
 
 
 def _load_or_fit(root, fit_key, features, labels, num_classes, text_features, text_labels,
-                 scoring, progress) -> ScoreFit:
+                 scoring, progress, cancel=None) -> ScoreFit:
     path = root / "fits" / f"{fit_key}.npz"
     if path.exists():
         try:
@@ -216,7 +218,7 @@ def _load_or_fit(root, fit_key, features, labels, num_classes, text_features, te
         progress("fit", 0, 1, None)
     start = time.perf_counter()
     fit = fit_scores(features, labels, num_classes=num_classes, text_features=text_features,
-                     text_labels=text_labels, config=scoring)
+                     text_labels=text_labels, config=scoring, progress=progress, cancel=cancel)
     log.info("fitted scores for %d samples in %.2f s", len(labels), time.perf_counter() - start)
     save_fit(fit, path)
     if progress is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,17 +30,23 @@ import numpy as np
 from scipy.special import log_softmax
 
 from . import atomic
-from .errors import DataError
+from .errors import Cancelled, DataError
 from .gmm import ClassMixtures, fit_mixtures, mixture_posterior
-from .probe import PROBE_MODES, probe_log_probabilities
+from .probe import PROBE_MODES, fit_probe_predictor
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int, "float | None"], None]
-FIT_FORMAT_VERSION = 3  # 2: the per-class mixtures are stored; 3: probe at the whitened tolerance
+# 2: the per-class mixtures are stored; 3: probe at the whitened tolerance; 4: per-sample vectors
+# and a top-k instead of the (N, K) matrices
+FIT_FORMAT_VERSION = 4
+TOP_K = 5
+#: bytes of float64 work per row chunk: rows = CHUNK_BYTES // (8 * max(K, prompts)), at least 256
+CHUNK_BYTES = 64 * 2**20
 _ARRAYS = (
-    "labels", "p_zs", "p_lr", "zs_loss_score", "zs_consistency", "lr_loss_score",
-    "lr_consistency", "zs_clean_prob", "lr_clean_prob",
+    "labels", "zs_loss_score", "zs_consistency", "lr_loss_score", "lr_consistency",
+    "zs_clean_prob", "lr_clean_prob", "zs_top_classes", "zs_top_probs", "lr_top_classes",
+    "lr_top_probs", "suggested_both",
 )
 
 
@@ -78,46 +85,65 @@ class ScoringConfig:
 
 @dataclass(frozen=True, eq=False)
 class ScoreFit:
-    """Fitted scores for one (features, labels, prompts, config). Arrays are None when the
-    corresponding source (zero-shot or probe) is off. Shapes and ranges: see the module doc."""
+    """Fitted scores for one (features, labels, prompts, config): per-sample vectors only.
+
+    The (N, K) probability matrices are never kept: they are computed in row chunks and reduced at
+    once to what steps 5-10 need. Per source ``s`` in {"zs", "lr"} (None when the source is off):
+
+    - ``s_loss_score``, ``s_consistency``, ``s_clean_prob``: (N,) float64, see the module doc;
+    - ``s_top_classes``: (N, k) int32 the ``k = min(TOP_K, K)`` most probable classes, most
+      probable first; ``s_top_probs``: (N, k) float32 their probabilities;
+    - ``s_mixtures``: the per-class mixtures behind ``s_clean_prob``.
+
+    ``suggested_both``: (N,) int32 argmax of ``p_zs + p_lr`` (None unless both sources are on);
+    the single-source argmaxes are ``s_top_classes[:, 0]``.
+    """
 
     config: ScoringConfig
     num_classes: int
     labels: np.ndarray
-    p_zs: np.ndarray | None = None
-    p_lr: np.ndarray | None = None
     zs_loss_score: np.ndarray | None = None
     zs_consistency: np.ndarray | None = None
     lr_loss_score: np.ndarray | None = None
     lr_consistency: np.ndarray | None = None
     zs_clean_prob: np.ndarray | None = None
     lr_clean_prob: np.ndarray | None = None
+    zs_top_classes: np.ndarray | None = None
+    zs_top_probs: np.ndarray | None = None
+    lr_top_classes: np.ndarray | None = None
+    lr_top_probs: np.ndarray | None = None
+    suggested_both: np.ndarray | None = None
     zs_mixtures: ClassMixtures | None = None
     lr_mixtures: ClassMixtures | None = None
-    _argmax_cache: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def suggested_label(self, *, zeroshot: bool, probe: bool) -> np.ndarray:
-        """(N,) int argmax of the mean of the chosen probability matrices (cached: it does not
-        depend on any threshold)."""
-        key = (bool(zeroshot and self.has_zeroshot), bool(probe and self.has_probe))
-        if key not in self._argmax_cache:
-            mats = [m for m, on in zip((self.p_zs, self.p_lr), key) if on]
-            if not mats:
-                raise ValueError("suggested_label needs zero-shot or probe probabilities.")
-            total = mats[0] if len(mats) == 1 else mats[0] + mats[1]
-            self._argmax_cache[key] = np.argmax(total, axis=1).astype(np.int64)
-        return self._argmax_cache[key]
+        """(N,) int64 argmax of the mean of the chosen probability matrices (DESIGN §2 step 10)."""
+        zs, lr = bool(zeroshot and self.has_zeroshot), bool(probe and self.has_probe)
+        if zs and lr:
+            return self.suggested_both.astype(np.int64)
+        if zs or lr:
+            return getattr(self, "zs_top_classes" if zs else "lr_top_classes")[:, 0].astype(np.int64)
+        raise ValueError("suggested_label needs zero-shot or probe probabilities.")
+
+    def top_classes(self, *, zeroshot: bool, probe: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(N, k) classes and probabilities, most probable first, of the zero-shot or the probe
+        source (the probe's when both are chosen and available: it is fitted to these labels)."""
+        prefix = "lr" if (probe and self.has_probe) or not (zeroshot and self.has_zeroshot) else "zs"
+        classes = getattr(self, f"{prefix}_top_classes")
+        if classes is None:
+            raise ValueError("top_classes needs zero-shot or probe probabilities.")
+        return classes, getattr(self, f"{prefix}_top_probs")
 
     def __len__(self) -> int:
         return int(self.labels.size)
 
     @property
     def has_zeroshot(self) -> bool:
-        return self.p_zs is not None
+        return self.zs_loss_score is not None
 
     @property
     def has_probe(self) -> bool:
-        return self.p_lr is not None
+        return self.lr_loss_score is not None
 
 
 def zero_shot_log_probabilities(
@@ -169,15 +195,7 @@ def loss_score(log_probs: np.ndarray, labels: np.ndarray, *, num_classes: int) -
 
 
 def _compute_loss_score(log_probs, labels, num_classes):
-    own = np.maximum(log_probs[np.arange(labels.size), labels], np.finfo(np.float64).min)
-    lo = np.full(num_classes, np.inf)
-    hi = np.full(num_classes, -np.inf)
-    np.minimum.at(lo, labels, own)
-    np.maximum.at(hi, labels, own)
-    span = (hi - lo)[labels]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scaled = (own - lo[labels]) / span
-    return np.where(span > 0, np.clip(scaled, 0.0, 1.0), 1.0)
+    return _normalise_within_class(log_probs[np.arange(labels.size), labels], labels, num_classes)
 
 
 def consistency_score(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -201,12 +219,21 @@ def fit_scores(
     text_labels: np.ndarray | None = None,
     config: ScoringConfig = ScoringConfig(),
     progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
+    chunk_rows: int | None = None,
 ) -> ScoreFit:
-    """DESIGN §2 steps 3–6. ``progress(stage, done, total, rate)`` is called per stage
-    (``"zero-shot"``, ``"probe"``, ``"mixtures"``); rate is always None here.
+    """DESIGN §2 steps 3–6 with memory that grows with N, not N x K.
+
+    The probe is fitted first (its loss and gradient in row chunks); then the zero-shot and probe
+    log-probabilities are computed ``chunk_rows`` rows at a time (default: ~64 MB of work per
+    chunk) and reduced at once to per-sample vectors and a top-k (see :class:`ScoreFit`).
+    ``progress(stage, done, total, rate)`` is called per stage (``"probe"``, ``"scores"`` in
+    rows, ``"mixtures"``); ``cancel()`` returning True raises
+    :class:`~clipcleaner_core.errors.Cancelled` between chunks.
 
     Args:
-        image_features: (N, D) L2-normalised image features.
+        image_features: (N, D) L2-normalised image features, float32 or float16 (a read-only
+            memmap is fine: it is read chunk by chunk, never copied whole).
         labels: (N,) int given labels in [0, num_classes).
         text_features, text_labels: (M, D) prompt features and (M,) their classes; required
             when ``config.zeroshot`` is True.
@@ -219,43 +246,110 @@ def fit_scores(
         )
     if not config.zeroshot and config.probe == "off":
         raise ValueError("nothing to score: zero-shot is off and probe='off'; enable one.")
-    parts: dict = {}
+    sources: dict = {}
     if config.zeroshot:
-        _notify(progress, "zero-shot", 0, 1)
-        log_zs = zero_shot_log_probabilities(
-            features, text_features, text_labels,
-            num_classes=num_classes, temperature=config.temperature,
+        sources["zs"] = _ZeroShot(features, text_features, text_labels, num_classes,
+                                  config.temperature)
+    if config.probe != "off":
+        sources["lr"] = fit_probe_predictor(
+            features, labels, num_classes=num_classes, mode=config.probe,
+            n_folds=config.n_folds, c=config.probe_c, seed=config.seed, progress=progress,
+            cancel=cancel,
         )
-        parts.update(_scores("zs", log_zs, labels, num_classes))
-        _notify(progress, "zero-shot", 1, 1)
-    log_lr = probe_log_probabilities(
-        features, labels, num_classes=num_classes, mode=config.probe,
-        n_folds=config.n_folds, c=config.probe_c, seed=config.seed, progress=progress,
-    )
-    if log_lr is not None:
-        parts.update(_scores("lr", log_lr, labels, num_classes))
+    width = max([num_classes] + [getattr(s, "n_prompts", 0) for s in sources.values()])
+    rows = chunk_rows or max(256, CHUNK_BYTES // (8 * width))
+    parts = _reduce_in_chunks(sources, labels, num_classes, rows, progress, cancel)
     _notify(progress, "mixtures", 0, 1)
-    for prefix in ("zs", "lr"):
-        if f"{prefix}_loss_score" in parts:
-            loss = parts[f"{prefix}_loss_score"]
-            mixtures = fit_mixtures(loss, labels, num_classes=num_classes)
-            parts[f"{prefix}_mixtures"] = mixtures
-            parts[f"{prefix}_clean_prob"] = mixture_posterior(loss, labels, mixtures)
+    for prefix in sources:
+        loss = parts[f"{prefix}_loss_score"]
+        mixtures = fit_mixtures(loss, labels, num_classes=num_classes)
+        parts[f"{prefix}_mixtures"] = mixtures
+        parts[f"{prefix}_clean_prob"] = mixture_posterior(loss, labels, mixtures)
     _notify(progress, "mixtures", 1, 1)
     return ScoreFit(config=config, num_classes=num_classes, labels=labels, **parts)
 
 
-def _scores(prefix: str, log_probs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
-    return {
-        f"p_{prefix}": np.exp(log_probs).astype(np.float32),
-        f"{prefix}_loss_score": _compute_loss_score(log_probs, labels, num_classes),
-        f"{prefix}_consistency": _compute_consistency(log_probs, labels),
-    }
+class _ZeroShot:
+    """Row chunks of the zero-shot log-probabilities (step 3) without the (N, K) matrix."""
+
+    def __init__(self, features, text_features, text_labels, num_classes, temperature):
+        _, self.text, self.text_labels = _validate_text(features, text_features, text_labels,
+                                                        num_classes)
+        _check_finite(self.text, "text_features")
+        self.features, self.temperature = features, temperature
+        self.n_prompts = int(self.text_labels.size)
+
+    def log_proba(self, start: int, stop: int) -> np.ndarray:
+        rows = np.asarray(self.features[start:stop], dtype=np.float32)
+        return _compute_zero_shot(rows, self.text, self.text_labels, self.temperature, stop - start)
 
 
-def _notify(progress, stage, done, total):
+def _reduce_in_chunks(sources, labels, num_classes, rows, progress, cancel) -> dict:
+    """Per-sample reductions of every source's log-probabilities, one row chunk at a time."""
+    n = labels.size
+    k = min(TOP_K, num_classes)
+    own = {p: np.empty(n) for p in sources}
+    parts: dict = {}
+    for prefix in sources:
+        parts[f"{prefix}_consistency"] = np.empty(n)
+        parts[f"{prefix}_top_classes"] = np.empty((n, k), dtype=np.int32)
+        parts[f"{prefix}_top_probs"] = np.empty((n, k), dtype=np.float32)
+    if len(sources) == 2:
+        parts["suggested_both"] = np.empty(n, dtype=np.int32)
+    started = time.perf_counter()
+    for lo in range(0, n, rows):
+        hi = min(n, lo + rows)
+        if cancel is not None and cancel():
+            raise Cancelled("scoring cancelled")
+        chunk_labels = labels[lo:hi]
+        picked = np.arange(hi - lo), chunk_labels
+        total = None
+        for prefix, source in sources.items():
+            log_p = source.log_proba(lo, hi)
+            own[prefix][lo:hi] = log_p[picked]
+            parts[f"{prefix}_consistency"][lo:hi] = _compute_consistency(log_p, chunk_labels)
+            top = np.argpartition(-log_p, k - 1, axis=1)[:, :k] if k < num_classes else \
+                np.broadcast_to(np.arange(num_classes), log_p.shape).copy()
+            top_log = np.take_along_axis(log_p, top, axis=1)
+            order = np.argsort(-top_log, axis=1, kind="stable")
+            parts[f"{prefix}_top_classes"][lo:hi] = np.take_along_axis(top, order, axis=1)
+            parts[f"{prefix}_top_probs"][lo:hi] = np.exp(np.take_along_axis(top_log, order, axis=1))
+            if len(sources) == 2:
+                probs = np.exp(log_p)
+                total = probs if total is None else total + probs
+        if total is not None:
+            parts["suggested_both"][lo:hi] = np.argmax(total, axis=1)
+        elapsed = time.perf_counter() - started
+        _notify(progress, "scores", hi, n, hi / elapsed if elapsed > 0 else None)
+    for prefix in sources:
+        parts[f"{prefix}_loss_score"] = _normalise_within_class(own[prefix], labels, num_classes)
+    return parts
+
+
+def _normalise_within_class(own, labels, num_classes):
+    """``own`` (N,) log p[i, y_i] min-max normalised within each given class (step 5)."""
+    own = np.maximum(own, np.finfo(np.float64).min)
+    lo = np.full(num_classes, np.inf)
+    hi = np.full(num_classes, -np.inf)
+    np.minimum.at(lo, labels, own)
+    np.maximum.at(hi, labels, own)
+    span = (hi - lo)[labels]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = (own - lo[labels]) / span
+    return np.where(span > 0, np.clip(scaled, 0.0, 1.0), 1.0)
+
+
+def _notify(progress, stage, done, total, rate=None):
     if progress is not None:
-        progress(stage, done, total, None)
+        progress(stage, done, total, rate)
+
+
+def _check_finite(array, name, rows=65536):
+    for lo in range(0, array.shape[0], rows):
+        block = np.asarray(array[lo:lo + rows])
+        if not np.isfinite(block).all():
+            bad = lo + int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+            raise DataError(f"{name} row {bad} contains NaN or inf; drop or re-embed that row.")
 
 
 def save_fit(fit: ScoreFit, path: str | Path) -> Path:
@@ -308,6 +402,10 @@ def _validate_features(image_features, labels, num_classes):
     labels = np.asarray(labels).ravel()
     if features.ndim != 2:
         raise DataError(f"image_features must be 2-D (N, D), got shape {features.shape}.")
+    if features.shape[0] == 0:
+        raise DataError("image_features has no rows: there are no samples to score.")
+    if features.dtype.kind != "f":
+        raise DataError(f"image_features must be floating point (float16/32/64), got {features.dtype}.")
     if labels.size != features.shape[0]:
         raise DataError(
             f"image_features has {features.shape[0]} rows but labels has {labels.size}; "
@@ -315,13 +413,31 @@ def _validate_features(image_features, labels, num_classes):
         )
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes!r} must be >= 1.")
-    labels = labels.astype(np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    labels = _integer_labels(labels)
+    if labels.min() < 0 or labels.max() >= num_classes:
         raise DataError(
             f"labels range over [{labels.min()}, {labels.max()}] but must lie in "
             f"[0, {num_classes}); check num_classes or the label mapping."
         )
+    _check_finite(features, "image_features")
     return features, labels
+
+
+def _integer_labels(labels):
+    if labels.dtype.kind in "iu":
+        return labels.astype(np.int64)
+    if labels.dtype.kind != "f":
+        raise DataError(
+            f"labels must be integer class indices, got {labels.dtype} values such as "
+            f"{labels[:3].tolist()}; map class names to 0..K-1 first."
+        )
+    bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
+    if bad.size:
+        raise DataError(
+            f"labels must be whole numbers; rows {bad[:10].tolist()} hold "
+            f"{labels[bad[:10]].tolist()}. Fix those labels (class indices 0..K-1)."
+        )
+    return labels.astype(np.int64)
 
 
 def _validate_text(image_features, text_features, text_labels, num_classes):

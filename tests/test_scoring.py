@@ -143,7 +143,7 @@ def test_progress_reports_each_stage(problem):
     fit_scores(problem["features"], problem["labels"], num_classes=4,
                text_features=problem["text_features"], text_labels=problem["text_labels"],
                progress=lambda stage, done, total, rate: stages.append(stage))
-    assert {"zero-shot", "probe", "mixtures"} <= set(stages)
+    assert {"probe", "scores", "mixtures"} <= set(stages)
 
 
 def test_save_and_load_round_trip(problem, tmp_path):
@@ -151,7 +151,8 @@ def test_save_and_load_round_trip(problem, tmp_path):
     path = save_fit(fit, tmp_path / "fit.npz")
     again = load_fit(path)
     assert again.config == fit.config and again.num_classes == 4
-    assert again.p_lr is None
+    assert not again.has_probe and again.lr_top_classes is None
+    np.testing.assert_array_equal(again.zs_top_classes, fit.zs_top_classes)
     np.testing.assert_array_equal(again.zs_clean_prob, fit.zs_clean_prob)
     np.testing.assert_array_equal(again.labels, fit.labels)
     np.testing.assert_array_equal(again.zs_mixtures.means, fit.zs_mixtures.means)
@@ -178,3 +179,67 @@ def test_a_fit_from_an_older_format_is_refused_so_it_is_recomputed(problem, tmp_
     sidecar.write_text(json.dumps({**meta, "format_version": 1}))
     with pytest.raises(DataError, match="version"):
         load_fit(path)
+
+
+@pytest.mark.parametrize("probe_mode", ["in-sample", "cross-val"])
+def test_chunked_fit_equals_the_dense_computation(problem, probe_mode):
+    """Tiny row chunks give exactly what the (N, K) matrices give."""
+    from clipcleaner_core.probe import probe_log_probabilities
+
+    config = ScoringConfig(probe=probe_mode, n_folds=3)
+    fit = fit_scores(problem["features"], problem["labels"], num_classes=4,
+                     text_features=problem["text_features"], text_labels=problem["text_labels"],
+                     config=config, chunk_rows=7)
+    labels = problem["labels"]
+    dense = {
+        "zs": zero_shot_log_probabilities(problem["features"], problem["text_features"],
+                                          problem["text_labels"], num_classes=4),
+        "lr": probe_log_probabilities(problem["features"], labels, num_classes=4, mode=probe_mode,
+                                      n_folds=3),
+    }
+    for prefix, log_p in dense.items():
+        np.testing.assert_allclose(getattr(fit, f"{prefix}_loss_score"),
+                                   loss_score(log_p, labels, num_classes=4), atol=1e-6)
+        np.testing.assert_allclose(getattr(fit, f"{prefix}_consistency"),
+                                   consistency_score(log_p, labels), rtol=1e-5)
+        top = getattr(fit, f"{prefix}_top_classes")
+        np.testing.assert_array_equal(top[:, 0], np.argmax(log_p, axis=1))
+        np.testing.assert_allclose(getattr(fit, f"{prefix}_top_probs"),
+                                   np.take_along_axis(np.exp(log_p), top, axis=1), rtol=1e-6)
+    both = np.argmax(np.exp(dense["zs"]) + np.exp(dense["lr"]), axis=1)
+    np.testing.assert_array_equal(fit.suggested_label(zeroshot=True, probe=True), both)
+
+
+def test_fit_keeps_no_per_class_matrix(problem):
+    fit = _fit(problem)
+    for name, value in vars(fit).items():
+        if isinstance(value, np.ndarray) and value.ndim == 2:
+            assert value.shape[1] <= 5, name
+
+
+@pytest.mark.parametrize("labels, match", [
+    (np.full(400, 0.5), "whole numbers"),
+    (np.array(["cat"] * 400), "integer class indices"),
+])
+def test_labels_that_are_not_class_indices_are_refused(problem, labels, match):
+    with pytest.raises(DataError, match=match):
+        fit_scores(problem["features"], labels, num_classes=4, config=ScoringConfig(zeroshot=False))
+
+
+def test_nan_in_text_features_is_refused(problem):
+    text = problem["text_features"].copy()
+    text[2, 0] = np.nan
+    with pytest.raises(DataError, match="text_features row 2"):
+        fit_scores(problem["features"], problem["labels"], num_classes=4, text_features=text,
+                   text_labels=problem["text_labels"])
+
+
+def test_float16_features_keep_the_clean_set(problem):
+    from clipcleaner_core.selection import select
+
+    full = select(_fit(problem)).clean_mask
+    half = select(fit_scores(problem["features"].astype(np.float16), problem["labels"], num_classes=4,
+                             text_features=problem["text_features"],
+                             text_labels=problem["text_labels"])).clean_mask
+    jaccard = (full & half).sum() / (full | half).sum()
+    assert jaccard >= 0.99
