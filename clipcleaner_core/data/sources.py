@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import DataError
 from .cifar import CIFAR10_FOLDER, CIFAR100_FOLDER, cifar_variant, load_cifar
 from .dataset import Dataset
+from .embeddings import is_embeddings_folder, load_embeddings_dataset
 from .images import IMAGE_EXTENSIONS, is_image_file
 from .manifest import MANIFEST_SUFFIXES, load_manifest
 from .paper import PAPER_FORMATS, detect_paper_format, load_paper_dataset
@@ -27,6 +28,7 @@ FORMATS = {
     "cifar10": f"a CIFAR-10 python-version folder ({CIFAR10_FOLDER})",
     "cifar100": f"a CIFAR-100 python-version folder ({CIFAR100_FOLDER})",
     "demo": "the built-in offline demo (scikit-learn digits with 40% symmetric noise)",
+    "embeddings": "precomputed embeddings: features.npy + labels (or clip-retrieval's img_emb/ + metadata/)",
     **{name: entry.description for name, entry in PAPER_FORMATS.items()},
 }
 SPLITS = ("train", "test")
@@ -42,6 +44,8 @@ def detect_format(spec: str | os.PathLike) -> str:
     path = Path(spec).expanduser()
     if path.exists() and (paper_format := detect_paper_format(path)):
         return paper_format
+    if is_embeddings_folder(path):
+        return "embeddings"
     if path.is_file():
         if path.suffix.lower() in MANIFEST_SUFFIXES:
             return "manifest"
@@ -76,6 +80,8 @@ def load_dataset(spec: str | os.PathLike, *, format: str | None = None, split: s
         dataset = load_manifest(path, split=split)
     elif kind in ("cifar10", "cifar100"):
         dataset = load_cifar(path, split=split, variant=kind)
+    elif kind == "embeddings":
+        dataset = load_embeddings_dataset(path, split=split)
     elif kind in PAPER_FORMATS:
         dataset = load_paper_dataset(kind, path, split=split)
     else:
