@@ -13,7 +13,8 @@ from clipcleaner_core.projection import display_sample
 from clipcleaner_core.presets import PRESETS
 from ui import map_cache, map_component, plots, state, widgets
 
-MAX_MAP_POINTS = 100_000
+MAX_MAP_POINTS = 4_000_000  # the map component draws every point up to this many
+MAX_CHART_POINTS = 100_000  # the plotly fallback draws a random sample above this
 TEMPERATURES = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 PROBE_MODES = ("in-sample", "cross-val", "off")
 SCORE_SWITCHES = {  # selection field -> (label, score family)
@@ -139,27 +140,42 @@ def class_names_of(labels, names):
     return names[np.asarray(labels, dtype=np.int64)]
 
 
-def draw_map(part, coords, names):
-    """Draw the map of the rows ``part`` at ``coords``; returns the sample ids selected on it."""
-    is_noisy = part["is_noisy"].to_numpy() if "is_noisy" in part else None
-    true = part["true_label"].to_numpy() if "true_label" in part else None
+def map_columns(part):
+    """The per-sample arrays the map shows of the rows ``part``: ids, labels, truth, hover scores."""
     scores = {"label score": part["label_score"].to_numpy()}
     for column, label in (("zs_consistency", "zs consistency"), ("lr_consistency", "probe consistency")):
         if part[column].notna().any():
             scores[label] = part[column].to_numpy()
-    ids, given, suggested = (part[c].to_numpy() for c in ("index", "given_label", "suggested_label"))
+    return {"ids": part["index"].to_numpy(), "given": part["given_label"].to_numpy(),
+            "suggested": part["suggested_label"].to_numpy(), "clean": part["is_clean"].to_numpy(),
+            "true": part["true_label"].to_numpy() if "true_label" in part else None,
+            "is_noisy": part["is_noisy"].to_numpy() if "is_noisy" in part else None, "scores": scores}
+
+
+def draw_map(table, coords, names):
+    """Draw every sample of ``table`` at ``coords``; returns the sample ids selected on the map."""
+    rows = display_sample(len(table), max_points=MAX_MAP_POINTS, seed=0)
+    part = table.iloc[rows] if len(rows) < len(table) else table
+    c = map_columns(part)
     chosen = map_component.umap_map(map_component.map_payload(
-        coords, map_component.status_codes(part["is_clean"].to_numpy(), is_noisy), sample_ids=ids,
-        given=given, suggested=suggested, class_names=list(names), scores=scores, true=true), key="tune_map")
-    if chosen is not None:
-        return chosen
-    # the component's files could not be written (e.g. a read-only cache): the slower standard chart
+        coords[rows], map_component.status_codes(c["clean"], c["is_noisy"]), sample_ids=c["ids"],
+        given=c["given"], suggested=c["suggested"], class_names=list(names), scores=c["scores"], true=c["true"],
+        reviewed=int((part["review_decision"].fillna("") != "").sum()), total=len(table)), key="tune_map")
+    return chosen if chosen is not None else draw_chart(table, coords, names)
+
+
+def draw_chart(table, coords, names):
+    """The fallback when the component's files cannot be written (e.g. a read-only cache)."""
+    rows = display_sample(len(table), max_points=MAX_CHART_POINTS, seed=0)
+    c = map_columns(table.iloc[rows] if len(rows) < len(table) else table)
+    sampled = (f" It draws a random {len(rows):,} of {len(table):,} samples; counts are exact."
+               if len(rows) < len(table) else "")
     st.caption("The fast map is unavailable (its files could not be written to the cache folder); "
-               "showing the standard chart, which redraws every point on each change.")
+               f"showing the standard chart, which redraws every point on each change.{sampled}")
     figure = plots.umap_figure(
-        coords, plots.map_status(part["is_clean"].to_numpy(), is_noisy), sample_ids=ids,
-        given=class_names_of(given, names), suggested=class_names_of(suggested, names),
-        true=class_names_of(true, names) if true is not None else None, scores=scores)
+        coords[rows], plots.map_status(c["clean"], c["is_noisy"]), sample_ids=c["ids"],
+        given=class_names_of(c["given"], names), suggested=class_names_of(c["suggested"], names),
+        true=class_names_of(c["true"], names) if c["true"] is not None else None, scores=c["scores"])
     event = st.plotly_chart(figure, key="tune_map_chart", on_select="rerun", selection_mode=("box", "lasso"),
                             config={"scrollZoom": True, "displaylogo": False})
     return plots.selected_sample_ids(event.selection.points if event else [])
@@ -180,11 +196,8 @@ def show_map(prepared, result):
                 "visits load it from the cache). Counts above are already live.", icon=":material/hourglass_top:")
         return
     table = result.table
-    rows = display_sample(len(table), max_points=MAX_MAP_POINTS, seed=0)
-    if len(rows) < len(table):
-        st.caption(f"Drawing a random {len(rows):,} of {len(table):,} samples; counts are exact.")
     names = np.asarray(prepared.dataset.class_names, dtype=object)
-    chosen = draw_map(table.iloc[rows] if len(rows) < len(table) else table, coords[rows], names)
+    chosen = draw_map(table, coords, names)
     if len(chosen):
         st.markdown(f"**{len(chosen):,} samples selected on the map**")
         by_index = table.set_index("index").loc[chosen]
