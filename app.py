@@ -1,8 +1,10 @@
 """CLIPCleaner: find wrong labels in an image dataset with CLIP.
 
-Run with ``streamlit run app.py``. This file is only the router: it lists the pages, draws the
-shared sidebar and the encoder banner, and runs the page the user picked (Tune by default, which
-opens on the built-in demo, already scored).
+Run with ``streamlit run app.py``. This file is only the router: it lists the pages, takes the
+settings from the address bar on a session's first run, draws the shared sidebar and the encoder
+banner, and runs the page the user picked (Tune by default, which opens on the built-in demo).
+A user error that escapes a page is shown as an error box; the sidebar and the other pages stay
+usable.
 """
 import streamlit as st
 
@@ -26,6 +28,12 @@ pages = {
 }
 
 page = st.navigation(pages)
+state.restore_from_url()
+st.session_state["current_page"] = page.title
+st.set_page_config(page_title=f"{page.title} · {state.active().dataset_label()} · CLIPCleaner")
+state.write_url()
 state.sidebar(show_selection=page.title != "Tune")
+widgets.url_notes()
 widgets.encoder_banner()
-page.run()
+with state.user_errors():
+    page.run()

@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 
 from clipcleaner_core.data.noise import NOISE_MODES, NoiseSpec
-from clipcleaner_core.errors import CLIPCleanerError
+from clipcleaner_core.paths import add_data_root, data_root_entries, remove_data_root
 from clipcleaner_core.uploads import save_upload
 from ui import state, widgets
 
@@ -18,7 +18,7 @@ def switch_dataset(spec: str, fmt: str | None) -> None:
     state.update(dataset_spec=spec, dataset_format=fmt, noise=None)
     try:
         loaded = state.dataset()
-    except CLIPCleanerError as exc:
+    except state.USER_ERRORS as exc:
         state.update(dataset_spec=before.dataset_spec, dataset_format=before.dataset_format,
                      noise=before.noise)
         state.show_error(exc)
@@ -32,12 +32,8 @@ def path_source(label: str, fmt: str | None, placeholder: str) -> None:
     text = st.text_input(label, placeholder=placeholder, key=f"path_{fmt or 'cifar'}")
     st.caption(widgets.data_roots_caption())
     if st.button("Load", type="primary", key=f"load_{fmt or 'cifar'}"):
-        try:
-            path = widgets.check_data_path(text, what="dataset path")
-        except CLIPCleanerError as exc:
-            state.show_error(exc)
-            return
-        switch_dataset(str(path), fmt)
+        with state.user_errors():
+            switch_dataset(str(widgets.check_data_path(text, what="dataset path")), fmt)
 
 
 def upload_source() -> None:
@@ -49,11 +45,8 @@ def upload_source() -> None:
     )
     if upload is None or st.session_state.get("loaded_upload") == upload.file_id:
         return
-    try:
+    with state.user_errors(stop=True):
         path = save_upload(upload.getvalue(), upload.name)
-    except CLIPCleanerError as exc:
-        state.show_error(exc)
-        return
     st.session_state["loaded_upload"] = upload.file_id
     switch_dataset(str(path), "manifest" if path.is_file() else None)
 
@@ -110,7 +103,7 @@ def apply_noise(spec) -> None:
     state.update(noise=spec)
     try:
         state.dataset()
-    except CLIPCleanerError as exc:
+    except state.USER_ERRORS as exc:
         state.update(noise=before)
         state.show_error(exc)
         return
@@ -157,15 +150,47 @@ def bad_files(dataset) -> None:
         st.dataframe(dataset.bad_files, hide_index=True)
 
 
+def data_roots() -> None:
+    """The folders in force, and a way to add one (confirmed, remembered in the cache)."""
+    entries = data_root_entries()
+    with st.expander(f"Folders this app may use ({len(entries)})", expanded=bool(st.session_state.get("root_added"))):
+        st.caption("Paths typed into the app (datasets, checkpoints, export folders) must lie under one "
+                   "of these folders, after symbolic links are followed. Uploads and the default export "
+                   "folder are always allowed.")
+        for number, entry in enumerate(entries):
+            path_col, source_col, remove_col = st.columns([5, 3, 1], vertical_alignment="center")
+            path_col.markdown(f"`{entry.path}`")
+            source_col.caption(entry.source)
+            if entry.source.startswith("added"):
+                remove_col.button("Remove", key=f"root_remove_{number}", type="tertiary",
+                                  on_click=remove_data_root, args=(entry.path,))
+        if flash := st.session_state.pop("root_added", None):
+            st.success(flash, icon=":material/check:")
+        with st.form("add_root", clear_on_submit=True, border=False):
+            text = st.text_input("Add a folder", placeholder="e.g. /data/datasets", key="root_new")
+            confirmed = st.checkbox("I allow this app to read every file under this folder and to write "
+                                    "exports there", key="root_confirm")
+            added = st.form_submit_button("Add folder", icon=":material/add:")
+        if added:
+            if not confirmed:
+                st.error("Tick “I allow this app to read every file under this folder…” to add it.",
+                         icon=":material/error:")
+                return
+            with state.user_errors():
+                if not text.strip():
+                    raise ValueError("Enter a folder under “Add a folder” first.")
+                folder = add_data_root(text.strip())
+                st.session_state["root_added"] = f"Added {folder}; it is remembered across restarts."
+                st.rerun()
+
+
 st.title("Dataset")
 if flash := st.session_state.pop("dataset_flash", None):
     st.success(flash, icon=":material/check:")
 choose_source()
-try:
+data_roots()
+with state.user_errors(stop=True):
     active_dataset = state.dataset()
-except CLIPCleanerError as exc:
-    state.show_error(exc)
-    st.stop()
 st.header(active_dataset.name, divider="gray")
 st.caption(f"{active_dataset.kind} · {active_dataset.split} split · `{active_dataset.spec or active_dataset.root}`")
 noise_injector(active_dataset)

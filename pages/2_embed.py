@@ -7,7 +7,6 @@ import torch
 
 from clipcleaner_core.embed import embed_dataset
 from clipcleaner_core.encoders import EncoderSpec, list_open_clip_models
-from clipcleaner_core.errors import CLIPCleanerError
 from clipcleaner_core.pipeline import prepare
 from clipcleaner_core.prompts import PromptSet, prompt_set_for
 from ui import background, state, widgets
@@ -55,7 +54,7 @@ def choose_encoder() -> tuple[EncoderSpec | None, int]:
             st.caption(widgets.data_roots_caption())
             try:
                 pretrained = str(widgets.check_data_path(text, what="checkpoint file"))
-            except CLIPCleanerError as exc:
+            except state.USER_ERRORS as exc:
                 if text:
                     state.show_error(exc)
                 return None, 64
@@ -102,13 +101,11 @@ def prompt_editor(dataset, uses_text: bool) -> PromptSet | None:
     for row in edited.dropna().itertuples(index=False):
         if str(row.description).strip():
             descriptions.setdefault(str(row[0]), []).append(str(row.description).strip())
-    try:
+    with state.user_errors():
         return dataclasses.replace(
             base, templates=tuple(t.strip() for t in templates.splitlines() if t.strip()),
             descriptions={c: tuple(d) for c, d in descriptions.items()}, name=base.name)
-    except CLIPCleanerError as exc:
-        state.show_error(exc)
-        return None
+    return None
 
 
 def prompt_files(prompts: PromptSet | None) -> None:
@@ -121,7 +118,7 @@ def prompt_files(prompts: PromptSet | None) -> None:
                                                                   source=imported.name)
             st.session_state["prompt_import_id"] = imported.file_id
             st.rerun()
-        except (CLIPCleanerError, UnicodeDecodeError) as exc:
+        except (*state.USER_ERRORS, UnicodeDecodeError) as exc:
             state.show_error(exc)
     if prompts is not None:
         cols[1].download_button("Export prompts (JSON)", prompts.to_json(), "prompts.json",
@@ -160,20 +157,6 @@ def finish(task: background.BackgroundTask) -> None:
                    icon=":material/check:")
 
 
-@st.fragment(run_every=0.5)
-def progress_panel() -> None:
-    task: background.BackgroundTask | None = st.session_state.get(TASK)
-    if task is None:
-        return
-    if not task.running:
-        st.rerun(scope="app")
-    st.progress(task.progress.fraction, text=background.describe(task.progress))
-    if task.cancel_requested:
-        st.caption("Stopping after the current batch…")
-    elif st.button("Cancel", icon=":material/stop:", key="embed_cancel"):
-        task.cancel()
-
-
 def run_panel(dataset, spec: EncoderSpec | None, batch_size: int, prompts: PromptSet | None) -> None:
     task = st.session_state.get(TASK)
     if task is not None and not task.running:
@@ -188,17 +171,14 @@ def run_panel(dataset, spec: EncoderSpec | None, batch_size: int, prompts: Promp
             start(dataset, spec, batch_size, prompts)
             st.rerun()
     else:
-        progress_panel()
+        widgets.task_progress(task, key="embed", on_cancel_text="Stopping after the current batch…")
 
 
 def cached_embeddings(dataset) -> None:
     st.subheader("Cached embeddings")
-    try:
+    with state.user_errors(stop=True):
         table = pd.DataFrame(state.catalogue().list_embeddings())
         datasets = pd.DataFrame(state.catalogue().list_datasets())
-    except CLIPCleanerError as exc:
-        state.show_error(exc)
-        return
     if len(table) == 0:
         st.caption("None yet.")
         return
@@ -236,11 +216,8 @@ def activate(row: pd.Series, datasets: pd.DataFrame) -> None:
 st.title("Embed")
 st.caption("Image features (and, for CLIP, prompt features) are computed once per dataset and model, "
            "cached on disk, and reused by every later page.")
-try:
+with state.user_errors(stop=True):
     active_dataset = state.dataset()
-except CLIPCleanerError as exc:
-    state.show_error(exc)
-    st.stop()
 
 st.subheader("Encoder")
 encoder_spec, batch = choose_encoder()

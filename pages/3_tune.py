@@ -8,7 +8,6 @@ import dataclasses
 import numpy as np
 import streamlit as st
 
-from clipcleaner_core.errors import CLIPCleanerError
 from clipcleaner_core.projection import display_sample
 from clipcleaner_core.presets import PRESETS
 from ui import map_cache, map_component, plots, state, widgets
@@ -26,21 +25,10 @@ SCORE_SWITCHES = {  # selection field -> (label, score family)
 
 
 def show_prepared():
-    """The cached fit of the active settings, drawing a progress bar while it is computed."""
-    bar = st.empty()
-
-    def progress(stage, done, total, rate=None):
-        speed = f" · {rate:,.0f} images/s" if rate else ""
-        bar.progress(min(done / max(total, 1), 1.0), text=f"{stage}: {done:,} / {total:,}{speed}")
-
-    try:
-        with st.spinner("Embedding the images and fitting the scores (cached after the first time)…"):
-            prepared = state.prepared(progress=progress)
-    except CLIPCleanerError as exc:
-        state.show_error(exc)
-        st.stop()
-    bar.empty()
-    return prepared
+    """The cached fit of the active settings; while it is computed in the background the page shows
+    its progress with a Cancel button and stops here."""
+    with state.user_errors(stop=True):
+        return state.require_prepared()
 
 
 def set_selection(**changes):
@@ -89,19 +77,18 @@ def fit_controls(prepared):
 
 def apply_preset():
     name = st.session_state["tune_preset"]
-    preset = PRESETS.get(name)
-    if preset is None:
+    if name not in PRESETS:
+        state.update(preset=state.CUSTOM)
         return
-    values = dataclasses.asdict(preset) if dataclasses.is_dataclass(preset) else dict(preset)
-    set_selection(theta_gmm=values["theta_gmm"], theta_cons=values["theta_cons"])
+    state.update(selection=dataclasses.replace(state.active().selection, **PRESETS[name]), preset=name)
 
 
 def selection_controls(prepared):
     """Presets, the two thresholds and one switch per score."""
     sel = state.active().selection
     preset_col, gmm_col, cons_col = st.columns([1, 2, 2])
-    st.session_state.setdefault("tune_preset", "custom")
-    preset_col.selectbox("Paper preset", ["custom", *PRESETS], key="tune_preset", on_change=apply_preset,
+    bind("tune_preset", state.active().preset)  # "custom" once a threshold is moved by hand
+    preset_col.selectbox("Paper preset", [state.CUSTOM, *PRESETS], key="tune_preset", on_change=apply_preset,
                          help="θ values the CLIPCleaner paper uses per dataset.")
     bind("tune_theta_gmm", float(sel.theta_gmm))
     gmm_col.slider("θ_gmm — min clean probability (loss scores)", 0.0, 1.0, step=0.01, key="tune_theta_gmm",
@@ -259,7 +246,8 @@ def confusion_view(prepared, result):
 def selection_panel(prepared):
     """Everything a threshold move changes; reruns alone, in milliseconds."""
     selection_controls(prepared)
-    result = state.result()
+    with state.user_errors(stop=True):
+        result = state.result()
     show_counts(result, prepared.true_labels is not None)
     map_tab, class_tab, confusion_tab = st.tabs(["Map", "Per class", "Confusion"])
     with map_tab:

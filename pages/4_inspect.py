@@ -6,10 +6,9 @@ restart, and the export and training pages see it.
 import numpy as np
 import streamlit as st
 
-from clipcleaner_core.errors import CLIPCleanerError
 from ui import state, widgets
 
-SHOW = ("flagged", "flagged, not reviewed", "reviewed", "all samples")
+SHOW = state.INSPECT_SHOW
 SCORE_NAMES = {"zs_loss": "zero-shot loss", "zs_consistency": "zero-shot consistency",
                "lr_loss": "probe loss", "lr_consistency": "probe consistency"}
 COLUMNS = 4
@@ -17,11 +16,8 @@ DECISION_BADGES = {"keep": ":green-badge[kept]", "drop": ":red-badge[dropped]", 
 
 
 def load():
-    try:
-        return state.prepared(), state.result()
-    except CLIPCleanerError as exc:
-        state.show_error(exc)
-        st.stop()
+    with state.user_errors(stop=True):
+        return state.require_prepared(), state.result()
 
 
 def record(rows, what):
@@ -37,6 +33,32 @@ def undo():
         st.toast("Undid the last decision.", icon=":material/undo:")
     else:
         st.toast("Nothing to undo.")
+
+
+def seed_widgets(names, enabled, map_ids):
+    """Put the remembered view (from the address bar or the last visit) into the filter widgets."""
+    view = state.inspect_view()
+    seeds = {
+        "inspect_show": view["show"] if view["show"] in SHOW or (map_ids and view["show"]
+                                                                 == state.MAP_SELECTION_SHOW) else SHOW[0],
+        "inspect_given": [k for k in view["given"] if 0 <= k < len(names)],
+        "inspect_suggested": [k for k in view["suggested"] if 0 <= k < len(names)],
+        "inspect_flagged_by": [s for s in view["by"] if s in enabled],
+        "inspect_sort": view["sort"],
+        "inspect_page_size": view["per_page"],
+        "inspect_page": view["page"],
+    }
+    for key, value in seeds.items():
+        if key not in st.session_state:
+            st.session_state[key] = value
+
+
+def remember(chosen, page, size):
+    """Keep the view for the next visit and in the address bar."""
+    state.remember_inspect_view({
+        "show": chosen["show"], "given": list(chosen["given"]), "suggested": list(chosen["suggested"]),
+        "by": list(chosen["flagged_by"]), "sort": "lowest first" if chosen["ascending"] else "highest first",
+        "page": page, "per_page": size})
 
 
 def filters(names, enabled, map_ids):
@@ -56,7 +78,7 @@ def filters(names, enabled, map_ids):
                                                placeholder="any"),
         "flagged_by": by_col.multiselect("Flagged by", enabled, format_func=lambda s: SCORE_NAMES.get(s, s),
                                          key="inspect_flagged_by", placeholder="any enabled score"),
-        "ascending": sort_col.radio("Label score", ("lowest first", "highest first"), key="inspect_sort")
+        "ascending": sort_col.radio("Label score", state.INSPECT_SORT, key="inspect_sort")
         == "lowest first",
     }
 
@@ -88,14 +110,16 @@ def matching_rows(result, chosen, map_ids=()):
 
 
 def pager(count):
-    """Page size and number; returns the slice of matching rows to draw."""
+    """Page size and number; returns (the slice of matching rows to draw, page, page size)."""
     size_col, page_col, info_col = st.columns([1, 1, 4])
-    size = size_col.selectbox("Per page", (12, 24, 48), index=1, key="inspect_page_size")
+    size = size_col.selectbox("Per page", state.INSPECT_PAGE_SIZES, key="inspect_page_size")
     pages = max(1, -(-count // size))
+    if st.session_state.get("inspect_page", 1) > pages:  # fewer matches than when it was chosen
+        st.session_state["inspect_page"] = pages
     page = page_col.number_input("Page", 1, pages, key="inspect_page") if pages > 1 else 1
-    start = (min(page, pages) - 1) * size
-    info_col.caption(f"{count:,} samples match · page {min(page, pages)} of {pages}")
-    return slice(start, start + size)
+    start = (page - 1) * size
+    info_col.caption(f"{count:,} samples match · page {page} of {pages}")
+    return slice(start, start + size), int(page), int(size)
 
 
 def page_actions(page_rows, table):
@@ -115,8 +139,12 @@ def page_actions(page_rows, table):
 
 def card_text(row, names, flagged_by):
     given, suggested = names[int(row.given_label)], names[int(row.suggested_label)]
-    lines = [f"**#{int(row.index)}** · given **{given}** → suggested **{suggested}**",
-             f"label score {row.label_score:.3f}"]
+    lines = [f"**#{int(row.index)}** · given **{given}** → suggested **{suggested}**"]
+    true = getattr(row, "true_label", None)
+    if true is not None and true == true:  # known ground truth (not NaN)
+        mark = ":green[right label]" if int(true) == int(row.given_label) else ":red[wrong label]"
+        lines.append(f"true label **{names[int(true)]}** · {mark}")
+    lines.append(f"label score {row.label_score:.3f}")
     scores = [f"{label} {getattr(row, column):.2f}" for column, label in
               (("zs_consistency", "zs cons"), ("lr_consistency", "probe cons")) if np.isfinite(getattr(row, column))]
     if scores:
@@ -170,12 +198,20 @@ st.caption("Review the samples the selection flagged. Keep overrides the flag, d
            "relabel sets a new label; every decision is saved at once and can be undone.")
 prepared, result = load()
 names = list(prepared.dataset.class_names)
-decided = int(is_reviewed(result.table).sum())
-st.markdown(f"{result.metrics['flagged']:,} samples flagged · {decided:,} reviewed")
+flagged_by_scores = ~np.asarray(result.selection.clean_mask, dtype=bool)
+reviewed_mask = is_reviewed(result.table)
+after_review = "" if result.metrics["flagged"] == flagged_by_scores.sum() else (
+    f" ({result.metrics['flagged']:,} after your review: the Flagged count on Tune and Export)")
+st.markdown(f"{int(flagged_by_scores.sum()):,} samples flagged by the scores{after_review} · "
+            f"{int(reviewed_mask.sum()):,} reviewed")
 map_ids = state.map_selection()
-chosen = filters(names, list(result.selection.enabled), map_ids)
+enabled_scores = list(result.selection.enabled)
+seed_widgets(names, enabled_scores, map_ids)
+chosen = filters(names, enabled_scores, map_ids)
 rows = matching_rows(result, chosen, map_ids)
-page_rows = rows[pager(len(rows))]
+page_slice, page_number, page_size = pager(len(rows))
+remember(chosen, page_number, page_size)
+page_rows = rows[page_slice]
 page_actions(page_rows, result.table)
 if len(page_rows):
     grid(prepared.dataset, result.table, page_rows, names, result)

@@ -1,12 +1,19 @@
-"""Export: download or write the cleaned labels, with review decisions applied."""
+"""Export: download or write the cleaned labels, with review decisions applied.
+
+Written exports go to the chosen export folder under a name that follows the format; an earlier
+export is replaced only after a confirmation, and a file this app did not write never is.
+"""
 import dataclasses
+from pathlib import Path
 
 import streamlit as st
 
 from clipcleaner_core import export
-from clipcleaner_core.errors import CLIPCleanerError
-from clipcleaner_core.paths import cache_dir
-from ui import state, widgets
+from clipcleaner_core.atomic import sidecar_path
+from ui import background, export_files, state, widgets
+
+EXPORT_TASK = "export_task"
+EXPORT_PENDING = "export_pending"
 
 FORMATS = {
     "csv": ("Score table · CSV", "One row per sample with every score, the selection and your review "
@@ -76,50 +83,106 @@ def download(result, dataset, fmt: str, meta: dict, clean_only: bool) -> None:
                        type="primary", icon=":material/download:", key="export_download")
 
 
-def write_to_folder(result, dataset, fmt: str, meta: dict, clean_only: bool) -> None:
+def write_form(dataset, fmt: str) -> tuple[str, str, str, bool]:
+    """The folder, file name and link mode widgets; returns them and whether Write was pressed.
+
+    The file name is kept per format, so choosing another format suggests a name with its extension
+    and never reuses the previous format's file.
+    """
     extension = FORMATS[fmt][2]
-    default = cache_dir() / "exports" / (f"{dataset.name}-{fmt}.{extension}" if extension
-                                         else f"{dataset.name}-clean")
-    with st.form("export_write"):
-        target = st.text_input("Write to (file, or folder for the image tree)", str(default),
-                               key="export_target")
-        cols = st.columns(2)
-        link = cols[0].radio("Images as", export.LINK_MODES, horizontal=True, key="export_link",
-                             disabled=fmt != "imagefolder",
-                             help="Only for the ImageFolder tree. In-memory datasets (the demo, CIFAR) "
-                                  "are written as PNG files either way.")
-        overwrite = cols[1].checkbox("Replace an existing image tree", key="export_overwrite",
-                                     disabled=fmt != "imagefolder",
-                                     help="The new tree is built aside and swapped in at once.")
-        st.caption(widgets.data_roots_caption())
-        submitted = st.form_submit_button("Write", icon=":material/save:")
-    if not submitted:
-        return
-    bar = st.progress(0.0, text="Writing…")
+    st.session_state.setdefault("export_folder", str(export_files.last_folder()))
+    name_key = f"export_name_{fmt}"
+    st.session_state.setdefault(name_key, export_files.suggested_name(dataset.name, fmt, extension))
+    folder_col, name_col = st.columns([3, 2])
+    folder_col.text_input("Export folder", key="export_folder",
+                          help="Where exports are written; it must lie under the folders this app may use.")
+    name_col.text_input("Folder name" if extension is None else "File name", key=name_key,
+                        help="A name in the export folder; its extension follows the format.")
+    link = st.radio("Images as", export.LINK_MODES, horizontal=True, key="export_link",
+                    disabled=fmt != "imagefolder",
+                    help="Only for the ImageFolder tree. In-memory datasets (the demo, CIFAR) are written "
+                         "as PNG files either way.")
+    st.caption(widgets.data_roots_caption())
+    pressed = st.button("Write", icon=":material/save:", key="export_write", type="secondary")
+    return st.session_state["export_folder"], st.session_state[name_key], link, pressed
 
-    def show_progress(_stage, done, total, _rate=None):
-        bar.progress(done / total if total else 1.0, text=f"{done:,}/{total:,} images")
 
-    try:
-        out = widgets.check_data_path(target, must_exist=False, what="export path")
-        written = export.export(result.table, fmt, out, dataset=dataset, meta=meta, link=link,
-                                clean_only=clean_only, overwrite=overwrite, progress=show_progress)
-    except CLIPCleanerError as exc:
-        state.show_error(exc)
-        return
-    finally:
-        bar.empty()
-    st.success(f"Wrote the {FORMATS[fmt][0]} to `{written}` (settings beside it in "
-               f"`{written.name}.json`).", icon=":material/check:")
+def write_to_folder(result, dataset, fmt: str, meta: dict, clean_only: bool) -> None:
+    """Check the target, ask before replacing an earlier export, then write (in the background for
+    an image tree, with progress and Cancel)."""
+    task = st.session_state.get(EXPORT_TASK)
+    if task is not None:
+        if task.running:
+            widgets.task_progress(task, key="export")
+            return
+        finish_export(task)
+    folder, name, link, pressed = write_form(dataset, fmt)
+    pending = st.session_state.get(EXPORT_PENDING)
+    if pressed:
+        st.session_state.pop(EXPORT_PENDING, None)
+        with state.user_errors(stop=True):
+            target = export_files.check_target(folder, name, extension=FORMATS[fmt][2])
+        if target.replaces:
+            st.session_state[EXPORT_PENDING] = {"path": str(target.path), "fmt": fmt}
+            st.rerun()
+        start_export(result, dataset, fmt, meta, clean_only, target, link)
+    elif pending is not None and pending["fmt"] == fmt:
+        confirm_replace(result, dataset, fmt, meta, clean_only, folder, name, link)
+
+
+def confirm_replace(result, dataset, fmt, meta, clean_only, folder, name, link) -> None:
+    path = st.session_state[EXPORT_PENDING]["path"]
+    st.warning(f"`{path}` already exists: an earlier export from this app. Replace it?",
+               icon=":material/warning:")
+    replace_col, rename_col, cancel_col = st.columns(3)
+    if replace_col.button("Replace it", type="primary", key="export_confirm_replace"):
+        st.session_state.pop(EXPORT_PENDING, None)
+        with state.user_errors(stop=True):
+            target = export_files.check_target(folder, name, extension=FORMATS[fmt][2])
+        if str(target.path) != path:
+            st.rerun()  # the fields changed since: ask again for the new target
+        start_export(result, dataset, fmt, meta, clean_only, target, link)
+    rename_col.button("Keep both (new name)", key="export_keep_both", on_click=keep_both, args=(fmt, path))
+    cancel_col.button("Cancel", key="export_cancel_replace", on_click=st.session_state.pop,
+                      args=(EXPORT_PENDING, None))
+
+
+def keep_both(fmt: str, path: str) -> None:
+    """Suggest the next free name instead of replacing (a callback: it runs before the widgets)."""
+    st.session_state.pop(EXPORT_PENDING, None)
+    st.session_state[f"export_name_{fmt}"] = export_files.next_free_name(Path(path).parent, Path(path).name)
+
+
+def start_export(result, dataset, fmt, meta, clean_only, target, link) -> None:
+    def work(progress, cancel):
+        written = export.export(result.table, fmt, target.path, dataset=dataset, meta=meta, link=link,
+                                clean_only=clean_only, overwrite=target.replaces, progress=progress,
+                                cancel=cancel)
+        export_files.record_written(written, sidecar_path(written), folder=target.path.parent)
+        return written
+
+    task = background.BackgroundTask(work, label="export").start()
+    task.wait(1.0)  # table formats finish here; an image tree goes on in the background
+    st.session_state[EXPORT_TASK] = task
+    st.rerun()
+
+
+def finish_export(task) -> None:
+    del st.session_state[EXPORT_TASK]
+    if task.cancelled:
+        st.warning("Export cancelled; nothing was written.", icon=":material/cancel:")
+    elif task.error is not None:
+        state.show_error(task.error)
+    else:
+        written = task.result
+        st.success(f"Wrote `{written}` (settings beside it in `{written.name}.json`).",
+                   icon=":material/check:")
 
 
 st.title("Export")
-try:
-    prepared = state.prepared()
+with state.user_errors(stop=True):
+    prepared = state.require_prepared()
     current = state.result()
-except CLIPCleanerError as exc:
-    state.show_error(exc)
-    st.stop()
 
 summary(current)
 export_format = choose_format(prepared.dataset)

@@ -10,12 +10,11 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from clipcleaner_core.atomic import write_json
-from clipcleaner_core.errors import CLIPCleanerError
 from clipcleaner_core.export import export
 from clipcleaner_core.jobs import JobRunner
 from clipcleaner_core.train.config import BACKBONES, TRAIN_PRESETS, TrainConfig, default_preset, resolve_config
 from clipcleaner_core.train.rundir import BEST, RunDir
-from ui import state
+from ui import background, state
 
 MODES = {
     "mixfix": "CLIPCleaner set + MixFix",
@@ -87,16 +86,13 @@ def build_argv(settings, config: TrainConfig, mode: str, selection: str, run_dir
 
 
 def launch(settings, config: TrainConfig, mode: str) -> None:
-    try:
+    with state.user_errors(stop=True):
         result = state.result()
         run_dir = runner().new_run_dir("train")
         selection = export_selection(result, run_dir, mode=mode)
         argv = build_argv(settings, config, mode, selection, run_dir)
         name = f"{MODES[mode].split(' (')[0]} · {config.backbone} · {config.epochs} ep"
         job_id = runner().submit(argv, kind="train", run_dir=run_dir, name=name)
-    except CLIPCleanerError as exc:
-        state.show_error(exc)
-        return
     st.session_state[JOB_KEY] = job_id
     job = runner().status(job_id)
     st.toast(f"Run {job_id} {'started' if job.status != 'queued' else 'queued behind a running job'}")
@@ -136,6 +132,16 @@ def curves(metrics: list[dict], config: dict) -> go.Figure:
     return fig
 
 
+def epoch_progress(info: dict, epochs: int) -> str:
+    """``Training 3/20 epochs · 0.5 epochs/s · 34 s left`` from the metrics log's epoch times."""
+    times = [m["time"] for m in info["metrics"] if m.get("time")]
+    rate = len(times) / sum(times) if times and sum(times) > 0 else None
+    done = info["metrics"][-1]["epoch"] if info["metrics"] else 0
+    if not epochs:
+        return f"epoch {done} / ?"
+    return background.describe(background.Progress("train", done, int(epochs), rate))
+
+
 def show_job(job) -> None:
     info = run_info(job)
     epochs = info["status"].get("epochs") or info["config"].get("epochs") or 0
@@ -144,7 +150,7 @@ def show_job(job) -> None:
     if job.status == "queued":
         st.info(f"{label}: waiting for the running job to finish (one job runs at a time).")
     else:
-        st.progress(min(epoch / epochs, 1.0) if epochs else 0.0, text=f"{label} · epoch {epoch} / {epochs or '?'}")
+        st.progress(min(epoch / epochs, 1.0) if epochs else 0.0, text=f"{label} · {epoch_progress(info, epochs)}")
     if job.status == "failed" and job.error:
         st.error(job.error)
     if info["metrics"]:
@@ -176,13 +182,21 @@ def summarize(job) -> dict:
     accs = [m.get("test_acc") for m in metrics if m.get("test_acc") is not None]
     last = metrics[-1] if metrics else {}
     return {
-        "run": job.id, "trained on": MODES.get(mode, mode),
+        "run": job.id, "dataset": dataset_label(config), "trained on": MODES.get(mode, mode),
         "backbone": config.get("backbone"), "status": job.status, "epochs": last.get("epoch"),
         "best test acc": max(accs) if accs else None, "last test acc": accs[-1] if accs else None,
         "final set size": last.get("train_set_size"), "label precision": last.get("label_precision"),
         "test labels": config.get("test_labels"),
         "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(job.started)) if job.started else "",
     }
+
+
+def dataset_label(config: dict) -> str:
+    """The dataset a run trained on, as ``pets + sym:0.3 noise`` (its folder or file name)."""
+    spec = str(config.get("data") or "?")
+    name = spec.rstrip("/").rsplit("/", 1)[-1] or spec
+    noise = config.get("noise")
+    return f"{name} + {noise} noise" if noise else name
 
 
 def past_runs() -> None:
@@ -218,13 +232,10 @@ def selection_summary() -> None:
 st.title("Train")
 st.write("Train a classifier on the cleaned labels with the paper's MixFix recipe, next to the "
          "baseline that trains on every given label.")
-try:
+with state.user_errors(stop=True):
     settings = state.active()
     dataset = state.dataset()
     selection_summary()
-except CLIPCleanerError as exc:
-    state.show_error(exc)
-    st.stop()
 
 config, mode = configure(dataset)
 if st.button("Launch training run", type="primary", icon=":material/play_arrow:"):

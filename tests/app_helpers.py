@@ -17,7 +17,23 @@ def open_app(page: str | None = None, **session_state) -> AppTest:
         at.session_state[key] = value
     if page is not None:
         at.switch_page(page)
+    run_until_ready(at)
+    return at
+
+
+def run_until_ready(at: AppTest, *, query_params: dict | None = None) -> AppTest:
+    """Run ``at``; while a fit runs in the background (the page shows its progress), wait for it
+    and run again, as the page's own polling would. Fails the test if a run raised."""
+    from ui import background
+
+    for name, value in (query_params or {}).items():
+        at.query_params[name] = value
     at.run()
+    for _ in range(5):
+        if not background.pending():
+            break
+        background.wait_all()
+        at.run()
     assert not at.exception, [e.value for e in at.exception]
     return at
 

@@ -17,13 +17,10 @@ from PIL import Image
 
 from clipcleaner_core.data.dataset import Dataset
 from clipcleaner_core.errors import CLIPCleanerError, DataError
-from clipcleaner_core.paths import data_roots, is_within
+from clipcleaner_core.paths import data_roots
 
 THUMB_PX = 96
 """Edge of a grid thumbnail in pixels; small images (32 px CIFAR / demo) are upscaled crisply."""
-
-DATA_ROOTS_ENV = "CLIPCLEANER_DATA_ROOTS"
-
 
 # ---------------------------------------------------------------------------------------------
 # Thumbnails and image grids
@@ -160,27 +157,26 @@ def class_counts_table(dataset: Dataset) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------
 
 def check_data_path(text: str, *, must_exist: bool = True, what: str = "path") -> Path:
-    """Resolve a path typed into the app and require it to lie under one of the data roots.
+    """Resolve a path typed into the app (symbolic links followed) and require it to lie under one
+    of the data roots.
 
     The app, unlike the command line, may be reached from a browser, so it only reads and writes
-    under ``clipcleaner_core.paths.data_roots()`` (``$CLIPCLEANER_DATA_ROOTS``).
+    under ``clipcleaner_core.paths.data_roots()``.
 
     Raises:
-        DataError: empty text, a path outside every data root (naming the roots and the variable
-            that sets them), or a missing path when ``must_exist``.
+        DataError: empty text, a path outside every data root (naming the roots and how to add
+            one), or a missing path when ``must_exist``.
     """
     text = (text or "").strip()
     if not text:
         raise DataError(f"enter a {what}")
-    path = Path(text).expanduser()
+    path = Path(text).expanduser().resolve()
     roots = data_roots()
-    path = path.resolve()
-    if not any(is_within(path, root) for root in roots):
+    if not any(path.is_relative_to(root) for root in roots):
         listed = ", ".join(str(r) for r in roots) or "(none)"
         raise DataError(
             f"{what} {path} is outside the folders this app may use ({listed}). Move the data under "
-            f"one of them, or restart the app with {DATA_ROOTS_ENV} set to the folders to allow, "
-            f"separated by '{os.pathsep}'."
+            "one of them, or add its folder under “Folders this app may use” on the Dataset page."
         )
     if must_exist and not path.exists():
         raise DataError(f"{what} {path} does not exist; check the spelling")
@@ -189,7 +185,29 @@ def check_data_path(text: str, *, must_exist: bool = True, what: str = "path") -
 
 def data_roots_caption() -> str:
     roots = ", ".join(f"`{r}`" for r in data_roots())
-    return f"Allowed folders: {roots} (set {DATA_ROOTS_ENV} to change)."
+    return f"Allowed folders: {roots} (add one on the Dataset page)."
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress of background work
+# ---------------------------------------------------------------------------------------------
+
+@st.fragment(run_every=0.5)
+def task_progress(task, *, key: str, on_cancel_text: str = "Stopping at the next step…") -> None:
+    """A moving progress bar for a :class:`ui.background.BackgroundTask`, with a Cancel button.
+
+    Redraws twice a second; when the task ends the whole page reruns to show its outcome.
+    """
+    from ui import background
+
+    if not task.running:
+        st.rerun(scope="app")
+    progress = task.progress
+    st.progress(progress.fraction, text=background.describe(progress))
+    if task.cancel_requested:
+        st.caption(on_cancel_text)
+    elif st.button("Cancel", icon=":material/stop:", key=f"{key}_cancel"):
+        task.cancel()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,3 +271,16 @@ def encoder_banner() -> None:
     with left.expander("How to get CLIP weights"):
         st.markdown(f"{missing}\n\nThen pick the model on the Embed page (or give a local "
                     "checkpoint path there).")
+
+
+def url_notes() -> None:
+    """A note listing the address-bar settings that could not be used (until dismissed)."""
+    from ui import state
+
+    notes = state.url_notes()
+    if not notes:
+        return
+    left, right = st.columns([8, 1], vertical_alignment="center")
+    left.warning("Some settings in the address were ignored:\n\n" + "\n".join(f"- {n}" for n in notes),
+                 icon=":material/link_off:")
+    right.button("Dismiss", key="dismiss_url_notes", type="tertiary", on_click=state.dismiss_url_notes)
