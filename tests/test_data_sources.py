@@ -14,6 +14,7 @@ from PIL import Image
 
 from clipcleaner_core.data import detect_format, load_cifar, load_dataset, load_imagefolder, load_manifest
 from clipcleaner_core.errors import DataError
+from clipcleaner_core.validation import integer_label, is_missing_label, is_non_integer_number
 
 
 def _png(color=(10, 20, 30), size=(6, 5)) -> bytes:
@@ -117,7 +118,7 @@ def test_manifest_uses_classes_txt_beside_it(tmp_path):
     ("/etc/passwd,cat", r"row 2 of m.csv .*outside"),
     ("img/../../x.png,cat", r"row 2 .*outside"),
     (",cat", r"empty path in row 2"),
-    ("a.png,", r"empty label in row 2"),
+    ("a.png,", r"missing label .* m.csv: row 2"),
 ])
 def test_bad_manifest_rows_are_refused_with_the_row_number(tmp_path, row, message):
     _write(tmp_path / "a.png")
@@ -243,7 +244,8 @@ def test_fingerprint_changes_when_a_label_or_a_file_changes(tmp_path):
 # --- Property tests ----------------------------------------------------------------------------
 
 _LABEL = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12).map(
-    str.strip).filter(lambda s: s and not s.lstrip("+-").isdigit())
+    str.strip).filter(lambda s: s and integer_label(s) is None and not is_missing_label(s)
+                      and not is_non_integer_number(s))  # names, not numbers (README "Labels")
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

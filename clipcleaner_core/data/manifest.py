@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from .dataset import Dataset
+from ..validation import SHOWN_ROWS, describe_rows, integer_label, is_missing_label, is_non_integer_number
+from .dataset import BAD_FILE_COLUMNS, Dataset
 from .screen import screen_files
 
 MANIFEST_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -25,22 +26,31 @@ _INT = re.compile(r"^[+-]?\d+$")
 
 
 def load_manifest(path: str | os.PathLike, *, split: str = "train") -> Dataset:
-    """Load a manifest; unreadable or missing images go to ``bad_files``, bad rows raise DataError."""
+    """Load a manifest; unreadable or missing images go to ``bad_files``, bad rows raise DataError.
+
+    Label rules (README, "Labels"): integer spellings (``1``, ``01``, `` 1``, ``1.0``) are one
+    class; missing labels (empty, NaN, None), non-integer numbers (0.5) and a path listed twice
+    with different labels are refused, naming the rows; a path listed twice with the same labels
+    is kept once and its later rows are listed in ``bad_files``.
+    """
     path = Path(path)
     table, rows = _read_rows(path, split)
     where = _Where(path)
     root = path.parent
     rel_paths = [_relative_path(value, root, where.row(r)) for value, r in zip(table["path"], rows)]
-    given = [_label_text(v, "label", where.row(r)) for v, r in zip(table["label"], rows)]
+    given = _label_column(table["label"], "label", rows, where)
     truth = None
     if "true_label" in table.columns:
-        truth = [_label_text(v, "true_label", where.row(r)) for v, r in zip(table["true_label"], rows)]
+        truth = _label_column(table["true_label"], "true_label", rows, where)
     class_names, to_id = _classes(root, given + (truth or []), where)
     labels = np.array([to_id(v, where.row(r)) for v, r in zip(given, rows)], dtype=np.int64)
     true_labels = None
     if truth is not None:
         true_labels = np.array([to_id(v, where.row(r)) for v, r in zip(truth, rows)], dtype=np.int64)
-    keep, bad_files = screen_files(root, rel_paths)
+    first, repeats = _unique_rows(rel_paths, labels, true_labels, rows, where)
+    keep, bad_files = screen_files(root, [rel_paths[i] for i in first])
+    keep = first[keep]
+    bad_files = pd.concat([bad_files, repeats], ignore_index=True) if len(repeats) else bad_files
     if not keep.size:
         raise DataError(f"no readable images in {path}: all {len(rel_paths)} files are missing or bad "
                         f"(first: {bad_files.iloc[0]['path']}: {bad_files.iloc[0]['reason']})")
@@ -50,6 +60,55 @@ def load_manifest(path: str | os.PathLike, *, split: str = "train") -> Dataset:
         true_labels=None if true_labels is None else true_labels[keep],
         split=split, bad_files=bad_files, spec=str(path),
     )
+
+
+def _unique_rows(rel_paths, labels, true_labels, rows, where) -> tuple[np.ndarray, pd.DataFrame]:
+    """Indices of each path's first row; repeats with the same labels are listed, others refused."""
+    first_row: dict[str, int] = {}
+    keep, repeats, conflicts = [], [], []
+    for i, rel in enumerate(rel_paths):
+        j = first_row.setdefault(rel, i)
+        if j == i:
+            keep.append(i)
+            continue
+        same = labels[i] == labels[j] and (true_labels is None or true_labels[i] == true_labels[j])
+        (repeats if same else conflicts).append((i, j))
+    if conflicts:
+        shown = "; ".join(f"{rel_paths[i]!r} in rows {rows[j]} and {rows[i]}"
+                          for i, j in conflicts[:SHOWN_ROWS])
+        more = f" ({len(conflicts)} in all)" if len(conflicts) > SHOWN_ROWS else ""
+        raise DataError(f"{where.path.name} lists the same image twice with different labels: "
+                        f"{shown}{more}; keep one row per image")
+    table = pd.DataFrame([(rel_paths[i], f"listed again in {where.row(rows[i])} with the same label "
+                           f"as row {rows[j]}; used once") for i, j in repeats],
+                         columns=list(BAD_FILE_COLUMNS)).astype("object")
+    return np.asarray(keep, dtype=np.int64), table
+
+
+def _label_column(values, column: str, rows: list[int], where: "_Where") -> list[str]:
+    """Stripped label texts (a whole float such as Parquet's 1.0 becomes "1").
+
+    Raises DataError naming every offending row (the first few) for missing labels and for
+    non-integer numbers.
+    """
+    texts, missing, fractional = [], [], []
+    for value, row in zip(values.tolist(), rows):
+        if is_missing_label(value):
+            missing.append(row)
+            texts.append("")
+        elif is_non_integer_number(value):
+            fractional.append((row, value))
+            texts.append("")
+        else:
+            texts.append(str(int(value)) if isinstance(value, (float, np.floating)) else str(value).strip())
+    if missing:
+        raise DataError(f"missing {column} (empty, NaN or None) in {where.path.name}: "
+                        f"{describe_rows(missing)}; fill them in or drop those rows")
+    if fractional:
+        raise DataError(f"{column} is not a whole number in {where.path.name}: "
+                        f"{describe_rows([r for r, _ in fractional], values=[v for _, v in fractional])}; "
+                        f"labels are class names or integer class ids (0.5 is neither)")
+    return texts
 
 
 class _Where:
@@ -97,17 +156,6 @@ def _read_rows(path: Path, split: str) -> tuple[pd.DataFrame, list[int]]:
     return table.reset_index(drop=True), rows
 
 
-def _label_text(value, column: str, where: str) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        value = ""
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        value = int(value)
-    text = str(value).strip()
-    if not text:
-        raise DataError(f"empty {column} in {where}; fill it in or drop the row")
-    return text
-
-
 def _relative_path(value, root: Path, where: str) -> str:
     text = "" if value is None else str(value).strip()
     if not text or text.lower() == "nan":
@@ -121,24 +169,31 @@ def _relative_path(value, root: Path, where: str) -> str:
 
 
 def _classes(root: Path, values: list[str], where: _Where):
-    """Return (class_names, to_id(text, where_row) -> int)."""
+    """Return (class_names, to_id(text, where_row) -> int).
+
+    A class file's names are matched as written first; otherwise an integer spelling is the class
+    id. Without a class file, integer spellings are one class each ("1" == "01" == "1.0").
+    """
     names = _read_class_file(root)
-    if names is None and values and all(_INT.match(v) for v in values):
-        numbers = [int(v) for v in values]
-        if min(numbers) < 0:
-            raise DataError(f"negative label {min(numbers)} in {where.path.name}; integer labels must "
-                            f"be 0..K-1")
-        names = tuple(str(i) for i in range(max(numbers) + 1))
+    numbers = {v: integer_label(v) for v in set(values)}
+    if names is None and values and all(n is not None for n in numbers.values()):
+        if min(numbers.values()) < 0:
+            raise DataError(f"negative label {min(numbers.values())} in {where.path.name}; integer "
+                            "labels must be class ids 0..K-1")
+        names = tuple(str(i) for i in range(max(numbers.values()) + 1))
     elif names is None:
-        names = tuple(sorted(set(values)))
+        names = tuple(sorted({v if numbers[v] is None else str(numbers[v]) for v in values}))
     lookup = {name: i for i, name in enumerate(names)}
     source = _class_source(root)
 
     def to_id(text: str, row_where: str) -> int:
         if text in lookup:
             return lookup[text]
-        if _INT.match(text) and 0 <= int(text) < len(names):
-            return int(text)
+        number = integer_label(text)
+        if number is not None and str(number) in lookup:
+            return lookup[str(number)]
+        if number is not None and 0 <= number < len(names):
+            return number
         shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
         raise DataError(f"unknown label {text!r} in {row_where}; known classes ({source}): {shown}; "
                         f"fix the row or add the class")
