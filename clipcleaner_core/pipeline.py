@@ -148,15 +148,11 @@ def prepare(
             network unless the user asks).
     """
     root = Path(cache_root) if cache_root is not None else cache_dir()
-    embed_progress = None
-    if progress is not None:
-        def embed_progress(done: int, total: int, rate: float | None = None) -> None:
-            progress("embed", done, total, rate)
-
-    embedding = embed_dataset(
-        dataset, encoder_spec, cache_root=root, progress=embed_progress, cancel=cancel,
-        allow_download=allow_download,
-    )
+    if dataset.kind == "embeddings":
+        embedding, text_features, text_labels = _precomputed(dataset, root)
+    else:
+        embedding = _embed(dataset, encoder_spec, root, progress, cancel, allow_download)
+        text_features = text_labels = None
     valid = np.asarray(embedding.valid, dtype=bool)
     sample_index = np.flatnonzero(valid)
     # All rows valid (the usual case): read the cached memmap in place, never a whole copy.
@@ -168,9 +164,14 @@ def prepare(
                      "see the bad-files table.")
 
     has_text = bool(embedding.meta.get("has_text", encoder_spec.model != "pixels"))
-    text_features = text_labels = None
     used_prompts = None
-    if has_text and scoring.zeroshot:
+    if dataset.kind == "embeddings":
+        if not has_text:
+            notes.append("Zero-shot scores are off: the embeddings folder has no text_features.npy "
+                         "(prompt features with text_labels.npy), so only the probe scores are used.")
+        elif not scoring.zeroshot:
+            text_features = text_labels = None
+    elif has_text and scoring.zeroshot:
         used_prompts = prompts if prompts is not None else prompt_set_for(dataset)
         texts, text_labels = used_prompts.prompts_for(dataset.class_names)
         if progress is not None:
@@ -193,6 +194,34 @@ def prepare(
         zeroshot_available=has_text, encoder_name=str(embedding.meta.get("encoder", encoder_spec.model)),
         notes=tuple(notes),
     )
+
+
+def _embed(dataset, encoder_spec, root, progress, cancel, allow_download) -> EmbeddingSet:
+    embed_progress = None
+    if progress is not None:
+        def embed_progress(done: int, total: int, rate: float | None = None) -> None:
+            progress("embed", done, total, rate)
+
+    return embed_dataset(
+        dataset, encoder_spec, cache_root=root, progress=embed_progress, cancel=cancel,
+        allow_download=allow_download,
+    )
+
+
+def _precomputed(dataset: Dataset, root: Path):
+    """An :class:`EmbeddingSet` over the features of an ``"embeddings"`` dataset, and its text
+    features (None when the folder has none): nothing to embed."""
+    from clipcleaner_core.data.embeddings import open_embeddings
+    from clipcleaner_core.embed import BAD_FILE_COLUMNS
+
+    opened = open_embeddings(dataset, cache_root=root)
+    embedding = EmbeddingSet(
+        key=f"pre-{opened.key}", folder=Path(dataset.root), image_features=opened.features,
+        valid=np.ones(len(dataset), dtype=bool), bad_files=pd.DataFrame(columns=list(BAD_FILE_COLUMNS)),
+        meta={"has_text": opened.text_features is not None, "encoder": "precomputed",
+              "reused": True},
+    )
+    return embedding, opened.text_features, opened.text_labels
 
 
 def _fit_key(embedding_key, labels, valid, text_features, text_labels, scoring) -> str:
