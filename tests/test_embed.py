@@ -1,17 +1,25 @@
-"""Embedding: cached by content, resumable after cancel, tolerant of bad files, safe under races."""
+"""Embedding: cached by content, resumable after cancel or kill -9, tolerant of bad files and full
+disks, safe under races."""
+import json
 import multiprocessing
+import re
+import shutil
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from clipcleaner_core import embed_loader
+from clipcleaner_core import atomic, embed_loader
+from clipcleaner_core.atomic import StorageError
 from clipcleaner_core.data.dataset import Dataset
 from clipcleaner_core.embed import embed_dataset, embed_texts, embedding_key, load_embedding
 from clipcleaner_core.encoders import EncoderSpec, load_encoder
-from clipcleaner_core.errors import Cancelled, CLIPCleanerError
+from clipcleaner_core.errors import Cancelled, CLIPCleanerError, DataError
 from clipcleaner_core.testing import make_tiny_clip
+from fault_helpers import run_paused, small_disk
 
 PIXELS = EncoderSpec(model="pixels")
 
@@ -168,3 +176,105 @@ def test_bad_options_are_refused(tmp_path):
         embed_dataset(memory_dataset(), PIXELS, cache_root=tmp_path, batch_size=0)
     with pytest.raises(CLIPCleanerError, match="no samples"):
         embed_dataset(memory_dataset(n=0), PIXELS, cache_root=tmp_path)
+
+
+_EMBED_CHILD = textwrap.dedent("""
+    import sys
+    from clipcleaner_core.embed import embed_dataset
+    from clipcleaner_core.encoders import EncoderSpec
+    from test_embed import memory_dataset
+    embed_dataset(memory_dataset(n=60), EncoderSpec(model="pixels"), cache_root=sys.argv[1],
+                  chunk_size=7, batch_size=3, num_workers=0)
+""")
+
+
+@pytest.mark.parametrize("pause_at, pending", [
+    ("after:00003.json:1", [4, 5, 6, 7, 8]),  # while encoding: chunks 0-3 are saved
+    ("before:features.npy:1", []),            # features.npy written, not yet in place
+    ("after:features.npy:1", []),             # in place, but no valid.npy nor sidecar yet
+    ("after:valid.npy:1", []),                # everything but the sidecar
+])
+def test_kill_9_at_any_write_resumes_to_identical_embeddings(tmp_path, compute_calls, pause_at, pending):
+    run_paused(_EMBED_CHILD, pause_at, tmp_path, str(tmp_path / "cache"))
+    result = embed_dataset(memory_dataset(n=60), PIXELS, cache_root=tmp_path / "cache", chunk_size=7,
+                           batch_size=3, num_workers=0)
+    assert compute_calls == ([pending] if pending else []) and not result.meta["reused"]
+    reference = embed_dataset(memory_dataset(n=60), PIXELS, cache_root=tmp_path / "ref")
+    assert np.asarray(result.image_features).tobytes() == np.asarray(reference.image_features).tobytes()
+    left = [p.name for p in (tmp_path / "cache").rglob("*") if p.name.endswith(".tmp")]
+    assert left == [] and not (result.folder / "chunks").exists()
+
+
+def test_features_without_a_valid_sidecar_are_recomputed_not_trusted(tmp_path):
+    first = embed_dataset(memory_dataset(n=20), PIXELS, cache_root=tmp_path)
+    side = first.folder / "features.npy.json"
+    side.unlink()
+    again = embed_dataset(memory_dataset(n=20), PIXELS, cache_root=tmp_path)
+    assert not again.meta["reused"] and side.exists()
+    expected = np.array(again.image_features)
+    del first, again  # their memory maps must not see the file truncated below
+    features = tmp_path / "embeddings" / embedding_key(memory_dataset(n=20), PIXELS) / "features.npy"
+    features.write_bytes(features.read_bytes()[:-64])  # truncated behind the app's back
+    with pytest.raises(DataError, match="no complete embeddings"):
+        load_embedding(features.parent.name, cache_root=tmp_path)
+    repaired = embed_dataset(memory_dataset(n=20), PIXELS, cache_root=tmp_path)
+    assert np.asarray(repaired.image_features).tobytes() == expected.tobytes()
+
+
+def test_too_little_space_for_the_embeddings_fails_before_encoding(tmp_path, monkeypatch, compute_calls):
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(StorageError, match=rf"disk space in {tmp_path / 'embeddings'}\S+ to write the "
+                                           r"embeddings of 40 images .* \(needs 240.\d KiB, 1000 B free\)"):
+        embed_dataset(memory_dataset(), PIXELS, cache_root=tmp_path)
+    assert compute_calls == []
+
+
+_FULL_DISK_CHILD = textwrap.dedent("""
+    import argparse, json, os, shutil, sys
+    from clipcleaner_core import embed, embed_loader
+    from clipcleaner_core.cli import run_handler
+    from clipcleaner_core.encoders import EncoderSpec
+    from test_embed import memory_dataset
+    disk = sys.argv[1]
+    filler = os.path.join(disk, "filler")
+    real_assemble, real_encode = embed._assemble, embed_loader.encode_chunks
+
+    def disk_fills_up(folder, *args, **kwargs):  # another program fills the disk meanwhile
+        with open(filler, "wb", buffering=0) as handle:
+            handle.write(bytes(shutil.disk_usage(disk).free - 200_000))
+        return real_assemble(folder, *args, **kwargs)
+
+    encoded = []
+
+    def counting(dataset, encoder, chunks, pending, **kwargs):
+        encoded.append(list(pending))
+        return real_encode(dataset, encoder, chunks, pending, **kwargs)
+
+    embed._assemble, embed_loader.encode_chunks = disk_fills_up, counting
+    run = lambda args: embed.embed_dataset(memory_dataset(n=400), EncoderSpec(model="pixels"),
+                                           cache_root=disk, chunk_size=64, num_workers=0) and 0
+    rc = run_handler(run, argparse.Namespace(verbose=False))
+    left = sorted(os.path.relpath(os.path.join(d, f), disk) for d, _, fs in os.walk(disk) for f in fs)
+    os.remove(filler)  # free the space: the same command now finishes without encoding again
+    embed._assemble = real_assemble
+    result = embed.embed_dataset(memory_dataset(n=400), EncoderSpec(model="pixels"),
+                                 cache_root=disk, chunk_size=64, num_workers=0)
+    print(json.dumps({"rc": rc, "left": left, "encoded": encoded,
+                      "features": result.image_features.tobytes().hex()}))
+""")
+
+
+def test_a_disk_filling_up_during_embedding_gives_one_line_and_a_resumable_run(tmp_path):
+    disk = tmp_path / "disk"
+    done = small_disk(disk, 3 * 1024, [sys.executable, "-c", _FULL_DISK_CHILD, str(disk)])
+    assert done.returncode == 0, done.stderr[-3000:]  # no SIGBUS (exit 135), no traceback
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out["rc"] == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr
+    assert re.match(rf"error: not enough disk space in {disk}/embeddings/\w+ to write features.npy "
+                    r"\(needs 1\.2 MiB, 1\d\d\.\d KiB free\)", errors[0]), errors[0]
+    assert not [name for name in out["left"] if name.endswith(".tmp") or name.endswith("features.npy")]
+    assert out["encoded"] == [list(range(7))]  # the second run only assembles
+    reference = embed_dataset(memory_dataset(n=400), PIXELS, cache_root=tmp_path / "ref")
+    assert bytes.fromhex(out["features"]) == np.asarray(reference.image_features).tobytes()
