@@ -126,3 +126,22 @@ def test_concurrent_fits_leave_the_blas_thread_counts_as_they_found_them(problem
     for fitted in fits[1:]:
         np.testing.assert_allclose(np.exp(fitted.predict_log_proba(problem["features"])),
                                    np.exp(fits[0].predict_log_proba(problem["features"])), atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["in-sample", "cross-val"])
+def test_predictor_rows_equal_the_whole_matrix(problem, mode):
+    """log_proba(start, stop) of the predictor is exactly those rows of probe_log_probabilities."""
+    from clipcleaner_core.probe import fit_probe_predictor
+
+    x, y = problem["features"], problem["labels"]
+    whole = probe_log_probabilities(x, y, num_classes=8, mode=mode, n_folds=3, seed=1)
+    predictor = fit_probe_predictor(x, y, num_classes=8, mode=mode, n_folds=3, seed=1)
+    assert predictor.n_rows == len(y)
+    parts = [predictor.log_proba(start, min(start + 333, len(y))) for start in range(0, len(y), 333)]
+    assert all(part.shape[1] == 8 and part.dtype == np.float64 for part in parts)
+    # float32 products may round differently with the block's row count: equal to ~1e-6
+    np.testing.assert_allclose(np.vstack(parts), whole, rtol=0, atol=1e-5)
+    assert predictor.log_proba(7, 7).shape == (0, 8)
+    with pytest.raises(ValueError, match="outside"):
+        predictor.log_proba(0, len(y) + 1)
+    assert fit_probe_predictor(x, y, num_classes=8, mode="off") is None
