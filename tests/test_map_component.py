@@ -5,6 +5,7 @@ messages to its iframe the way Streamlit does, and read back what the component 
 """
 import base64
 import functools
+import gzip
 import shutil
 import subprocess
 import threading
@@ -138,9 +139,9 @@ def test_data_files_are_written_once_per_version_and_decode_to_the_inputs(tmp_pa
     data = payload(50, scores={"label score": np.linspace(0, 1, 50)}, true=np.zeros(50, int))
     map_component.write_data(tmp_path, data)
     layout_file = tmp_path / "data" / data.args["coords_file"]
-    coords, ids = map_component.decode_layout(layout_file.read_bytes())
+    coords, ids = map_component.decode_layout(gzip.decompress(layout_file.read_bytes()))
     assert np.array_equal(coords, data.coords) and ids.tolist() == list(range(100, 150))
-    hover = map_component.decode_hover((tmp_path / "data" / data.args["hover_file"]).read_bytes(),
+    hover = map_component.decode_hover(gzip.decompress((tmp_path / "data" / data.args["hover_file"]).read_bytes()),
                                        data.args["hover_fields"])
     assert hover["suggested"].tolist() == [1] * 50 and hover["score0"][-1] == pytest.approx(1.0)
     inode = layout_file.stat().st_ino
@@ -152,7 +153,7 @@ def test_data_files_are_written_once_per_version_and_decode_to_the_inputs(tmp_pa
 def test_old_data_files_are_pruned(tmp_path):
     for k in range(map_component.KEEP_DATA_FILES + 3):
         map_component.write_data(tmp_path, payload(5, coords=np.full((5, 2), float(k))))
-    assert len(list((tmp_path / "data").glob("coords-*.bin"))) == map_component.KEEP_DATA_FILES
+    assert len(list((tmp_path / "data").glob("coords-*.bin.gz"))) == map_component.KEEP_DATA_FILES
     latest = payload(5, coords=np.full((5, 2), float(map_component.KEEP_DATA_FILES + 2)))
     assert (tmp_path / "data" / latest.args["coords_file"]).is_file()
 
@@ -169,7 +170,7 @@ def test_selection_is_read_from_bytes_and_ignored_when_made_on_other_points():
 def test_materialise_takes_deckgl_from_the_installed_package_once(tmp_path):
     folder = map_component.materialise(tmp_path)
     index, script, bundle = folder / "index.html", folder / "map.js", folder / "deckgl.js"
-    assert "deckgl.js" in index.read_text() and "map.js" in index.read_text()
+    assert "map.js" in index.read_text() and '"deckgl.js"' in script.read_text()
     assert "streamlit:componentReady" in script.read_text()
     assert bundle.read_bytes() == map_component.deckgl_js().read_bytes()
     assert b"ScatterplotLayer" in bundle.read_bytes()
@@ -254,17 +255,17 @@ def two_clusters(n_each=600, shift=0.0):
     return np.vstack([left, right])
 
 
-def cluster_payload(coords, codes, **kwargs):
+def cluster_payload(coords, codes, renderer, **kwargs):
     n = len(coords)
     return map_component.map_payload(
         coords, codes, sample_ids=np.arange(n) + 1000, given=np.arange(n) % 3, suggested=(np.arange(n) + 1) % 3,
         class_names=["cat", "dog", "owl"], true=np.arange(n) % 3, scores={"label score": np.linspace(0, 1, n)},
-        height=600, **kwargs)
+        height=600, renderer=renderer, **kwargs)
 
 
-def send(page, folder, data, renderer):
+def send(page, folder, data):
     map_component.write_data(folder, data)
-    args = dict(data.args, renderer=renderer)
+    args = dict(data.args)
     codes = base64.b64encode(args.pop("codes")).decode()
     page.evaluate("([a, c]) => window.renderMap(a, c)", [args, codes])
 
@@ -298,8 +299,8 @@ def test_map_draws_recolours_hovers_and_selects_in_a_browser(served, renderer):
         page.on("request", lambda r: requests.append(r.url))
         page.goto(f"{url}/harness.html")
         page.wait_for_function("window.ready", timeout=30_000)
-        first = cluster_payload(coords, np.zeros(n, np.uint8))
-        send(page, folder, first, renderer)
+        first = cluster_payload(coords, np.zeros(n, np.uint8), renderer)
+        send(page, folder, first)
         page.wait_for_function(f"() => ({STATE_JS})()?.renders >= 1 || ({STATE_JS})()?.error", timeout=60_000)
         state = page.evaluate(STATE_JS)
         assert state["error"] is None and state["renderer"] == renderer
@@ -307,7 +308,7 @@ def test_map_draws_recolours_hovers_and_selects_in_a_browser(served, renderer):
         page.wait_for_function(f"() => ({STATE_JS})().hoverReady", timeout=30_000)
 
         codes = (np.arange(n) % 2).astype(np.uint8)  # a threshold move: recolour only
-        send(page, folder, cluster_payload(coords, codes), renderer)
+        send(page, folder, cluster_payload(coords, codes, renderer))
         page.wait_for_function(f"() => ({STATE_JS})().restyles >= 1", timeout=30_000)
         state = page.evaluate(STATE_JS)
         assert state["draws"] == 1 and state["counts"][:2] == [n // 2, n // 2]
@@ -346,7 +347,7 @@ def test_map_draws_recolours_hovers_and_selects_in_a_browser(served, renderer):
         assert chosen.tolist() == list(range(1000 + n // 2, 1000 + n))
         page.screenshot(path=str(folder.parent / f"map-{renderer}.png"))
 
-        send(page, folder, cluster_payload(two_clusters(shift=3.0), codes), renderer)  # a new layout
+        send(page, folder, cluster_payload(two_clusters(shift=3.0), codes, renderer))  # a new layout
         page.wait_for_function(f"() => ({STATE_JS})().draws >= 2", timeout=30_000)
         state = page.evaluate(STATE_JS)
         assert state["selected"] == 0  # a selection made on the old points is gone
@@ -354,3 +355,8 @@ def test_map_draws_recolours_hovers_and_selects_in_a_browser(served, renderer):
         layout_fetches = [r for r in requests if "/data/coords-" in r]
         assert len(layout_fetches) == 2  # once per layout, never per recolour
         browser.close()
+
+
+def test_an_unknown_renderer_is_refused():
+    with pytest.raises(ValueError, match="valid renderers: auto, webgl, canvas"):
+        payload(renderer="svg")

@@ -4,23 +4,26 @@ The component is keyed: its iframe stays mounted across reruns and receives each
 message. What travels, and when:
 
 * the layout (float32 x, y and int32 dataset indices, 12 bytes a point) is written once per layout
-  to ``data/coords-<version>.bin`` in the component folder and fetched by the iframe only when its
-  version changes, so a quick layout followed by the final one redraws exactly once;
-* the hover data (given / suggested / true labels, scores) likewise, as ``data/hover-<version>.bin``,
-  fetched in the background;
+  to ``data/coords-<version>.bin.gz`` in the component folder and fetched by the iframe only when
+  its version changes, so a quick layout followed by the final one redraws exactly once;
+* the hover data (given / suggested / true labels, scores) likewise, as
+  ``data/hover-<version>.bin.gz``, fetched in the background once the points are drawn;
 * every render (each slider move) sends one status byte per point plus the legend, and the
   iframe recolours the points it already holds.
 
 deck.gl comes from the installed pydeck package (its browser bundle, ``deck.*`` globals):
 :func:`materialise` writes ``index.html`` and ``map.js`` from this folder and hard-links (else copies)
 the bundle into ``<cache>/components/umap_map/``, so no copy lives in git and nothing is fetched from
-the network. When that folder cannot be written, :func:`umap_map` returns None and the page falls
+the network. The data files are gzip files (level 1, unpacked by the browser's DecompressionStream)
+because Streamlit's server would otherwise gzip every response of these megabytes again on each
+request, which took seconds at a million points. When that folder cannot be written, :func:`umap_map` returns None and the page falls
 back to ``st.plotly_chart``.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import gzip
 import hashlib
 import logging
 import os
@@ -39,6 +42,7 @@ CATEGORIES = tuple(STATUS_COLOURS)  # status code k = CATEGORIES[k]
 NAME = "umap_map"
 VERSION_CHARS = 16  # a selection sent back starts with the coords_version it was made on
 KEEP_DATA_FILES = 8  # per kind; older layouts and hover files are removed
+RENDERERS = ("auto", "webgl", "canvas")
 
 
 def deckgl_js() -> Path:
@@ -210,6 +214,7 @@ def map_payload(
     reviewed: int = 0,
     total: int | None = None,
     height: int = 600,
+    renderer: str = "auto",
 ) -> MapPayload:
     """What the map component needs for one render.
 
@@ -221,10 +226,14 @@ def map_payload(
         scores: {name: (M,) float} shown on hover (NaN shown as "–").
         reviewed: how many of the points' statuses come from review decisions (said under the legend).
         total: the number of samples when the M drawn points are a sample of them.
+        renderer: "auto" (deck.gl's WebGL on a GPU, a 2-D canvas on a software WebGL), "webgl" or
+            "canvas".
 
     Only ``codes`` (one byte a point) and the legend change on a threshold move; ``coords_version``
     changes only when the points themselves change, which is when the component redraws.
     """
+    if renderer not in RENDERERS:
+        raise ValueError(f"unknown map renderer {renderer!r}; valid renderers: {', '.join(RENDERERS)}")
     coords = np.ascontiguousarray(coords, dtype=np.float32)
     if coords.ndim != 2 or coords.shape[1] != 2:
         raise ValueError(f"coords must be (M, 2), got shape {coords.shape}")
@@ -245,13 +254,14 @@ def map_payload(
     hover_version = _version(ids, *hover.values(), np.frombuffer("\0".join(scores).encode(), np.uint8))
     args = {
         "points": len(ids), "codes": codes.tobytes(),
-        "coords_version": coords_version, "coords_file": f"coords-{coords_version}.bin",
-        "hover_version": hover_version, "hover_file": f"hover-{hover_version}.bin", "hover_fields": hover_layout(hover),
+        "coords_version": coords_version, "coords_file": f"coords-{coords_version}.bin.gz",
+        "hover_version": hover_version, "hover_file": f"hover-{hover_version}.bin.gz",
+        "hover_fields": hover_layout(hover),
         "counts": np.bincount(codes, minlength=len(CATEGORIES)).tolist(),
         "categories": legend_names(true is not None), "palette": list(STATUS_COLOURS.values()),
         "note": legend_note(codes, has_truth=true is not None, reviewed=reviewed, total=total),
         "class_names": [str(c) for c in class_names], "score_names": list(scores),
-        "height": int(height),
+        "height": int(height), "renderer": renderer,
     }
     return MapPayload(args=args, coords=coords, ids=ids, hover=hover)
 
@@ -259,7 +269,7 @@ def map_payload(
 def write_data(folder: Path, payload: MapPayload) -> None:
     """Write the payload's layout and hover files into ``folder/data`` unless already there.
 
-    Files are named by the content hash of what they hold, written atomically, and the oldest beyond
+    Files are gzip files named by the content hash of what they hold, written atomically, and the oldest beyond
     :data:`KEEP_DATA_FILES` of each kind are removed (a file in use is touched on every render).
     """
     data = Path(folder) / "data"
@@ -273,10 +283,10 @@ def write_data(folder: Path, payload: MapPayload) -> None:
         if path.is_file():
             os.utime(path)
         else:
-            blob = encode()
+            blob = gzip.compress(encode(), compresslevel=1, mtime=0)
             _replace(path, lambda tmp, blob=blob: tmp.write_bytes(blob))
     for kind in ("coords-", "hover-"):
-        files = sorted(data.glob(f"{kind}*.bin"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        files = sorted(data.glob(f"{kind}*.bin.gz"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
         for old in files[KEEP_DATA_FILES:]:
             if old.name not in wanted:
                 old.unlink(missing_ok=True)

@@ -1,7 +1,7 @@
 // The Tune page's map: every point drawn with deck.gl (WebGL), recoloured in place on each render.
 //
 // What arrives, and when (see ui/map_component/__init__.py, which writes it):
-//   * data/<coords_file>: float32 x, y interleaved (2 N), then int32 dataset indices (N); fetched
+//   * data/<coords_file> (gzip): float32 x, y interleaved (2 N), then int32 dataset indices (N); fetched
 //     once per layout (coords_version), redrawn once when the layout changes;
 //   * data/<hover_file>: the given / suggested / true labels and hover scores, laid out as
 //     hover_fields says; fetched in the background once per hover_version;
@@ -17,7 +17,10 @@
   // Inspectable from tests and benchmarks: how the last render was done and what it shows.
   const state = window.umapMap = {
     renders: 0, points: 0, draws: 0, restyles: 0, lastMs: 0, fetchMs: 0, counts: null, legend: null,
-    coordsVersion: null, hoverVersion: null, hoverReady: false, selected: 0, mode: "lasso", error: null };
+    coordsVersion: null, hoverVersion: null, hoverReady: false, selected: 0, mode: "lasso", error: null,
+    marks: {} };
+  function mark(name) { state.marks[name] = Math.round(performance.timeOrigin + performance.now()); }
+  mark("script");
 
   let n = 0, positions = null, ids = null, codes = null, grid = null, bounds = null, selectedMask = null;
   let current = null, palette = [], hover = null, hoverRequested = null, drag = null, lastHeight = 0;
@@ -41,10 +44,10 @@
     messageEl.style.display = text ? "flex" : "none";
   }
 
-  async function fetchBinary(name) {
+  async function fetchBinary(name) {  // the data files are gzip files (see __init__.py: why)
     const response = await fetch("data/" + name);
     if (!response.ok) throw new Error("data/" + name + ": HTTP " + response.status);
-    return response.arrayBuffer();
+    return new Response(response.body.pipeThrough(new DecompressionStream("gzip"))).arrayBuffer();
   }
 
   // ---- the points, and a uniform grid over them for hover look-ups -------------------------------
@@ -152,11 +155,17 @@
 
   function deckRenderer() {
     let deckgl = null, rgba = null;
-    const loaded = new Promise(function (resolve, reject) {
-      deckgl = new deck.Deck({
-        parent: mapEl, views: [new deck.OrthographicView({ id: "map", flipY: false })],
-        viewState: { target: [0, 0, 0], zoom: 0 }, controller: false, layers: [],
-        onLoad: resolve, onError: reject });
+    const loaded = new Promise(function (resolve, reject) {  // deck.gl's 4 MB bundle: only when used
+      const script = document.createElement("script");
+      script.src = "deckgl.js";
+      script.onerror = function () { reject(new Error("deckgl.js could not be loaded")); };
+      script.onload = function () {
+        deckgl = new deck.Deck({
+          parent: mapEl, views: [new deck.OrthographicView({ id: "map", flipY: false })],
+          viewState: { target: [0, 0, 0], zoom: 0 }, controller: false, layers: [],
+          onLoad: resolve, onError: reject });
+      };
+      document.head.append(script);
     });
     return {
       name: "webgl", loaded: loaded,
@@ -451,6 +460,7 @@
 
   async function render(args, theme) {
     const started = performance.now();
+    if (!state.renders) mark("args");
     current = args;
     if (theme && theme.textColor) document.body.style.color = theme.textColor;
     legend(args);
@@ -463,12 +473,9 @@
       const fetched = performance.now();
       const buffer = args.points ? await fetchBinary(args.coords_file) : new ArrayBuffer(0);
       state.fetchMs = performance.now() - fetched;
+      mark("fetched");
       loadLayout(buffer, args.points);
       state.coordsVersion = args.coords_version;
-    }
-    if (args.hover_version !== hoverRequested) {
-      hoverRequested = args.hover_version;
-      loadHover(args).catch(function (err) { state.error = "hover data: " + err; hoverRequested = null; });
     }
     codes = typed(args.codes, Uint8Array);
     if (codes.length !== n) throw new Error("got " + codes.length + " status codes for " + n + " points");
@@ -476,6 +483,11 @@
     if (fresh && n) fitView();
     await redraw(true);
     message(n ? "" : "No points to draw.");
+    if (fresh) mark("drawn");
+    if (args.hover_version !== hoverRequested) {  // after the points are on screen
+      hoverRequested = args.hover_version;
+      loadHover(args).catch(function (err) { state.error = "hover data: " + err; hoverRequested = null; });
+    }
     if (fresh) state.draws++; else state.restyles++;
     state.counts = args.counts;
     state.renders++;
