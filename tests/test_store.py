@@ -1,5 +1,10 @@
-"""The SQLite catalogue: decisions survive restarts, undo works, concurrent writers are safe."""
+"""The SQLite catalogue: decisions survive restarts, undo works, concurrent writers are safe, and
+a full disk, a read-only folder, a long lock or a damaged file give one clear message."""
+import json
 import multiprocessing
+import sqlite3
+import sys
+import textwrap
 import threading
 
 import numpy as np
@@ -7,7 +12,9 @@ import pytest
 
 from clipcleaner_core.data.dataset import Dataset
 from clipcleaner_core.errors import CLIPCleanerError
-from clipcleaner_core.store import Catalogue
+from clipcleaner_core import store
+from clipcleaner_core.store import Catalogue, CatalogueError
+from fault_helpers import small_disk
 
 
 def test_decisions_survive_reopening_and_latest_wins(tmp_path):
@@ -89,3 +96,83 @@ def test_artifact_registry(tmp_path):
     assert catalogue.list_datasets()["n"].tolist() == [3]
     assert catalogue.list_embeddings(fp)["key"].tolist() == ["k1"]
     assert catalogue.list_selections("k1")["config"].tolist() == ['{"theta_gmm": 0.5}']
+
+
+_FULL_AND_READ_ONLY_CHILD = textwrap.dedent("""
+    import json, os, subprocess, sys
+    from clipcleaner_core.store import Catalogue, CatalogueError
+    disk = sys.argv[1]
+    db = os.path.join(disk, "catalogue.sqlite")
+    out = {}
+    catalogue = Catalogue(db)
+    catalogue.record_decisions("fp", [(1, "drop", None), (2, "relabel", 3)])
+    with open(os.path.join(disk, "filler"), "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(bytes(4096))
+        except OSError:
+            pass
+    try:
+        for _ in range(100):
+            catalogue.record_decisions("fp", [(i, "keep", None) for i in range(1000)])
+    except CatalogueError as exc:
+        out["full"] = [exc.kind, str(exc)]
+    out["while_full"] = catalogue.decisions("fp")["index"].tolist()
+    os.remove(os.path.join(disk, "filler"))
+    catalogue.record_decisions("fp", [(5, "drop", None)])
+    out["after_freeing"] = catalogue.decisions("fp")["index"].tolist()
+    subprocess.run(["mount", "-o", "remount,ro", disk], check=True)
+    reopened = Catalogue(db)
+    out["read_only"] = [reopened.read_only, reopened.decisions("fp")["index"].tolist()]
+    try:
+        reopened.record_decisions("fp", [(6, "drop", None)])
+    except CatalogueError as exc:
+        out["write_read_only"] = [exc.kind, str(exc)]
+    print(json.dumps(out))
+""")
+
+
+def test_a_full_disk_and_a_read_only_folder_keep_saved_decisions_readable(tmp_path):
+    disk = tmp_path / "disk"
+    done = small_disk(disk, 512, [sys.executable, "-c", _FULL_AND_READ_ONLY_CHILD, str(disk)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    db = disk / "catalogue.sqlite"
+    kind, message = out["full"]
+    assert kind == "full" and message.startswith(f"could not save 1000 review decision(s) (this batch was "
+                                                 f"not saved) in the catalogue {db}")
+    assert "is full" in message and "Everything saved before is kept" in message
+    assert out["while_full"] == [1, 2]  # saved decisions stay saved and readable on a full disk
+    assert out["after_freeing"] == [1, 2, 5]
+    assert out["read_only"] == [True, [1, 2, 5]]
+    kind, message = out["write_read_only"]
+    assert kind == "read-only" and "cannot be written" in message and "Reading still works" in message
+
+
+def test_a_lock_held_too_long_names_the_file_and_what_to_do(tmp_path, monkeypatch):
+    db = tmp_path / "c.sqlite"
+    catalogue = Catalogue(db)
+    catalogue.record_decisions("fp", [(0, "keep", None)])
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    monkeypatch.setattr(store, "BUSY_TIMEOUT_S", 0.2)
+    try:
+        with pytest.raises(CatalogueError, match=rf"catalogue {db}: database is locked\. Another process") as caught:
+            catalogue.record_decisions("fp", [(1, "drop", None)])
+        assert caught.value.kind == "locked"
+        assert catalogue.decisions("fp")["index"].tolist() == [0]  # reading is not blocked
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    catalogue.record_decisions("fp", [(1, "drop", None)])
+    assert catalogue.decisions("fp")["index"].tolist() == [0, 1]
+
+
+def test_a_damaged_file_is_named_with_the_way_out(tmp_path):
+    db = tmp_path / "catalogue.sqlite"
+    db.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(CatalogueError, match=rf"catalogue {db}: file is not a database\. The file is damaged: "
+                                             r"move it aside") as caught:
+        Catalogue(db)
+    assert caught.value.kind == "damaged" and isinstance(caught.value, CLIPCleanerError)
+    assert isinstance(caught.value, sqlite3.Error)  # callers treating the catalogue as optional still can
