@@ -1,0 +1,487 @@
+"""Reproduce a row of the paper's tables: load, embed with CLIP, select, train with MixFix, evaluate.
+
+:func:`reproduce` runs the paper's recipe for one dataset (DESIGN §2-3, presets from
+:mod:`clipcleaner_core.presets`) and leaves one artifact per stage in the output folder::
+
+    RUN_DIR/reproduce.json     the settings (a rerun with other settings is refused)
+    RUN_DIR/selection.csv      the score table of the CLIP selection (+ .json sidecar)
+    RUN_DIR/selection.json     its thresholds and metrics (precision / recall where truth is known)
+    RUN_DIR/train/             the MixFix run folder (resumes from its last finished epoch)
+    RUN_DIR/evaluation.json    accuracy on the test set(s)
+    RUN_DIR/results.json / results.md   ours beside the paper's published numbers
+
+A rerun skips every finished stage, so a killed run continues where it stopped. Training runs in
+this process, or under ``torchrun`` over ``gpus`` GPUs (the trainer shards batches with DDP).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from clipcleaner_core import atomic
+from clipcleaner_core.errors import CLIPCleanerError, DataError
+from clipcleaner_core.presets import PRESET_TABLE, paper_result, preset_for
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("cifar10", "cifar100", "animal10n", "red-mini-imagenet", "webvision", "clothing1m")
+SETTINGS, SELECTION, SELECTION_INFO, TRAIN_DIR = "reproduce.json", "selection.csv", "selection.json", "train"
+EVALUATION, RESULTS, REPORT = "evaluation.json", "results.json", "results.md"
+# settings that may change between a run and its resumption (they do not change the result)
+RESUME_FREE = ("gpus", "device", "num_workers", "allow_download")
+
+#: progress(stage, message): one line per stage and epoch, for a CLI or a page to show.
+Progress = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class ReproduceConfig:
+    """What to reproduce. ``None`` overrides take the preset's value (and the results say when one
+    was overridden: then the run is not the paper's recipe).
+
+    Attributes:
+        dataset: one of :data:`DATASETS`.
+        root: the dataset folder in its public layout (a CIFAR python folder for CIFAR).
+        noise: CIFAR: "sym:0.5", "asym:0.4", "idn:0.4" (our generator) or "file:dependent0.4.csv"
+            (the paper's IDN file); Red Mini-ImageNet: "red:0.4" or "blue:0.4"; others: None.
+        gpus: training processes (torchrun when > 1).
+        model, pretrained: the CLIP encoder (the paper: ViT-B-32, openai).
+        imagenet_val: WebVision's second test set (default ROOT/imagenet_val when present).
+    """
+
+    dataset: str
+    root: str
+    noise: str | None = None
+    gpus: int = 1
+    model: str = "ViT-B-32"
+    pretrained: str | None = "openai"
+    imagenet_val: str | None = None
+    backbone: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    image_size: int | None = None
+    subsample: int | None = None
+    backbone_weights: str | None = None
+    device: str = "auto"
+    num_workers: int = 4
+    seed: int = 0
+    allow_download: bool = False
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise DataError(f"reproduce: unknown dataset {self.dataset!r}; choose one of {', '.join(DATASETS)}")
+        if self.gpus < 1:
+            raise DataError(f"reproduce: --gpus must be >= 1, got {self.gpus}")
+        mode = self.noise_mode
+        allowed = {"cifar10": ("sym", "asym", "idn", "file"), "cifar100": ("sym", "asym", "idn", "file"),
+                   "red-mini-imagenet": ("red", "blue")}.get(self.dataset, ())
+        if allowed and mode not in allowed:
+            raise DataError(f"reproduce {self.dataset}: give the noise as one of "
+                            f"{', '.join(m + ':RATE' for m in allowed)} (e.g. --noise {allowed[0]}:0.4)")
+        if not allowed and mode is not None:
+            raise DataError(f"reproduce {self.dataset}: its labels are already noisy; leave --noise out")
+
+    @property
+    def noise_mode(self) -> str | None:
+        return self.noise.partition(":")[0].strip().lower() if self.noise else None
+
+    @property
+    def noise_rate(self) -> float | None:
+        if not self.noise or self.noise_mode == "file":
+            return _idn_rate(self.noise) if self.noise else None
+        try:
+            return float(self.noise.split(":")[1])
+        except (IndexError, ValueError):
+            raise DataError(f"reproduce: cannot read the noise rate in {self.noise!r}; write MODE:RATE, "
+                            "e.g. sym:0.5") from None
+
+    @property
+    def preset(self) -> str:
+        return preset_for(self.dataset, self.noise_mode)
+
+
+def reproduce(config: ReproduceConfig, out: str | os.PathLike, *, cache_root=None,
+              progress: Progress | None = None) -> dict:
+    """Run (or resume) every stage for ``config`` in ``out``; returns the results dict."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = progress or (lambda stage, message: log.info("%s: %s", stage, message))
+    _check_settings(out, config)
+    preset = PRESET_TABLE[config.preset]
+    data = load_train_dataset(config, out)
+    say("data", f"{data.selected.name}: {len(data.selected)} training images, "
+                f"{data.selected.num_classes} classes")
+    selection = _selection_stage(config, out, data, cache_root, say)
+    train_config = training_config(config, preset, data.spec, data.noise, out)
+    run = _train_stage(config, out, train_config, cache_root, say)
+    evaluation = _evaluation_stage(config, out, train_config, run, cache_root, say)
+    results = _results(config, preset, selection, train_config, evaluation)
+    atomic.write_json(out / RESULTS, results)
+    atomic.write_text(out / REPORT, results_markdown(results))
+    say("done", f"results in {out / REPORT}")
+    return results
+
+
+# --- stage 0: the dataset as the paper uses it -----------------------------------------------------
+
+class TrainingData(NamedTuple):
+    """The dataset the selection is made on, and how the trainer finds the same rows.
+
+    ``full`` is the dataset the trainer loads from ``spec`` (with ``noise`` applied); ``rows`` maps
+    the rows of ``selected`` to rows of ``full`` (Clothing1M's balanced subsample), None when the
+    two are the same dataset.
+    """
+
+    selected: object
+    full: object
+    spec: str
+    noise: str | None = None
+    rows: np.ndarray | None = None
+
+
+def load_train_dataset(config: ReproduceConfig, out: Path) -> TrainingData:
+    """Load the training set as the paper uses it (noise applied, subsample drawn)."""
+    from clipcleaner_core.data import apply_noise, load_dataset
+    from clipcleaner_core.data.noise import parse_noise_spec
+
+    root = Path(config.root).expanduser()
+    if config.dataset in ("cifar10", "cifar100"):
+        dataset = load_dataset(root, format=config.dataset)
+        spec = parse_noise_spec(config.noise)
+        if spec.mode == "file":
+            _check_idn_file(spec.path, dataset)
+        dataset = apply_noise(dataset, spec, save_dir=out)
+        return TrainingData(dataset, dataset, str(root), f"file:{dataset.noise['path']}")
+    if config.dataset == "red-mini-imagenet":
+        from clipcleaner_core.data.red_mini_imagenet import list_path
+
+        listed = list_path(root, config.noise_mode, config.noise_rate)
+        dataset = load_dataset(listed)
+        return TrainingData(dataset, dataset, str(listed))
+    dataset = load_dataset(root, format=config.dataset)
+    subsample = config.subsample or PRESET_TABLE[config.preset].subsample
+    if config.dataset == "clothing1m" and subsample and subsample < len(dataset):
+        from clipcleaner_core.data.clothing1m import balanced_subsample
+
+        rows = balanced_subsample(dataset.labels, subsample, num_classes=dataset.num_classes, seed=config.seed)
+        subset = dataset.replace(labels=dataset.labels[rows], paths=tuple(dataset.paths[i] for i in rows),
+                                 name=f"{dataset.name}-balanced{subsample}")
+        return TrainingData(subset, dataset, str(root), rows=rows)
+    return TrainingData(dataset, dataset, str(root))
+
+
+def _check_idn_file(path: str, dataset) -> None:
+    from clipcleaner_core.data.idn_files import check_clean_labels, is_label_pair_csv, read_label_pair_csv
+
+    if is_label_pair_csv(path):
+        check_clean_labels(path, read_label_pair_csv(path)[0], dataset.labels)
+
+
+def _idn_rate(noise: str) -> float | None:
+    """The rate in a published IDN file's name (``dependent0.4.csv`` -> 0.4), else None."""
+    stem = Path(noise.partition(":")[2]).stem
+    digits = stem.removeprefix("dependent")
+    try:
+        return float(digits) if digits != stem else None
+    except ValueError:
+        return None
+
+
+def _check_settings(out: Path, config: ReproduceConfig) -> None:
+    current = dataclasses.asdict(config)
+    path = out / SETTINGS
+    if path.exists():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        differs = sorted(k for k in current if k not in RESUME_FREE and saved.get(k) != current[k])
+        if differs:
+            raise CLIPCleanerError(f"{out} holds a reproduction with other settings (differs in {differs}); "
+                                   "choose another --out folder, or delete that one to start over")
+    atomic.write_json(path, current)
+
+
+# --- stage 1: CLIP embeddings and the selection ------------------------------------------------------
+
+def _selection_stage(config, out, data: TrainingData, cache_root, say) -> dict:
+    from clipcleaner_core.encoders import EncoderSpec
+    from clipcleaner_core.export import export
+    from clipcleaner_core.pipeline import prepare, select_samples
+    from clipcleaner_core.selection import SelectionConfig
+
+    dataset = data.selected
+    key = {"dataset": dataset.fingerprint(), "model": config.model, "pretrained": config.pretrained,
+           "preset": config.preset}
+    info_path = out / SELECTION_INFO
+    if info_path.exists() and (out / SELECTION).exists():
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        if info.get("key") == key:
+            say("select", f"done before: {info['metrics']['kept']} of {info['metrics']['n']} kept")
+            return info
+    say("embed", f"{config.model} ({config.pretrained}) on {len(dataset)} images")
+    spec = EncoderSpec(model=config.model, pretrained=config.pretrained,
+                       device="cpu" if config.device == "cpu" else "auto")
+    prepared = prepare(dataset, spec, cache_root=cache_root, allow_download=config.allow_download)
+    thresholds = SelectionConfig.from_preset(config.preset)
+    result = select_samples(prepared, thresholds)
+    table = result.table
+    metrics = {k: v for k, v in result.metrics.items() if not isinstance(v, (list, dict))}
+    metrics.update(_partial_truth_metrics(dataset, table))
+    meta = {"purpose": "reproduce", **prepared.describe()}
+    if data.rows is not None:  # the trainer indexes the full training list
+        table = table.assign(index=data.rows[table["index"].to_numpy()])
+        meta["dataset"] = {**meta["dataset"], "name": data.full.name, "fingerprint": data.full.fingerprint(),
+                           "n": len(data.full), "subsample": len(dataset)}
+    export(table, "csv", out / SELECTION, class_names=dataset.class_names, meta=meta)
+    info = {"key": key, "thresholds": dataclasses.asdict(result.config), "metrics": _plain(metrics),
+            "notes": list(prepared.notes)}
+    atomic.write_json(info_path, info)
+    say("select", f"{metrics['kept']} of {metrics['n']} kept" + (
+        f", precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f}" if "precision" in metrics else ""))
+    return info
+
+
+def _partial_truth_metrics(dataset, table) -> dict:
+    """Precision / recall of the clean set where only which samples are noisy is known (Red noise)."""
+    if dataset.kind != "red-mini-imagenet" or dataset.true_labels is not None:
+        return {}
+    from clipcleaner_core.data.red_mini_imagenet import red_noisy_mask
+
+    noisy = red_noisy_mask(dataset)
+    if noisy is None:
+        return {}
+    rows = table["index"].to_numpy()
+    kept = table["is_clean"].to_numpy(dtype=bool)
+    clean = ~noisy[rows]
+    return {"precision": float(clean[kept].mean()) if kept.any() else float("nan"),
+            "recall": float(kept[clean].mean()) if clean.any() else float("nan"),
+            "true_noise_rate": float(noisy.mean()), "truth": "web-image annotations (noisy or not)"}
+
+
+# --- stage 2: MixFix training --------------------------------------------------------------------
+
+def training_config(config: ReproduceConfig, preset, spec: str, noise: str | None, out: Path):
+    """The trainer's config for this reproduction (preset values unless overridden)."""
+    from clipcleaner_core.train.config import TrainConfig
+
+    return TrainConfig(
+        data=spec, noise=noise, model=config.model, pretrained=config.pretrained,
+        backbone=config.backbone or preset.backbone, selection=str(out / SELECTION), mode="mixfix",
+        preset=config.preset, epochs=config.epochs or preset.epochs,
+        batch_size=config.batch_size or preset.batch, lr=preset.lr,
+        milestones=None if config.epochs not in (None, preset.epochs) else tuple(preset.milestones),
+        beta=preset.beta, theta_r=preset.theta_r, theta_r2=preset.theta_r2,
+        image_size=config.image_size or preset.image_size, backbone_weights=config.backbone_weights,
+        device=config.device, num_workers=config.num_workers, seed=config.seed,
+    )
+
+
+def _train_stage(config, out, train_config, cache_root, say) -> Path:
+    from clipcleaner_core.train.rundir import RunDir
+
+    run_dir = out / TRAIN_DIR
+    status = RunDir(run_dir, writer=False).read_status()
+    if status.get("state") == "finished" and status.get("epoch") == train_config.epochs:
+        say("train", f"done before: {status['epoch']} epochs")
+        return run_dir
+    say("train", f"{train_config.backbone}, {train_config.epochs} epochs on {config.gpus} process(es)")
+    if config.gpus > 1:
+        _torchrun(config.gpus, train_config, out, run_dir)
+    else:
+        from clipcleaner_core.train.trainer import train
+
+        result = train(train_config, run_dir=run_dir, cache_root=cache_root)
+        if result.state != "finished":
+            raise CLIPCleanerError(f"training stopped ({result.state}) after {result.epochs_done} epochs; "
+                                   "rerun the same command to resume it")
+    return run_dir
+
+
+def _torchrun(gpus: int, train_config, out: Path, run_dir: Path) -> None:
+    config_path = out / "train_config.json"
+    atomic.write_text(config_path, train_config.to_json())
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
+            "-m", "clipcleaner_core.train.cli", "--config", str(config_path), "--out", str(run_dir)]
+    log.info("launching %s", " ".join(argv))
+    code = subprocess.call(argv)
+    if code != 0:
+        raise CLIPCleanerError(f"torchrun training exited with status {code}; see {run_dir / 'train.log'} "
+                               "and rerun the same command to resume it")
+
+
+# --- stage 3: evaluation -----------------------------------------------------------------------------
+
+def _evaluation_stage(config, out, train_config, run_dir, cache_root, say) -> dict:
+    from clipcleaner_core.train.rundir import RunDir
+
+    path = out / EVALUATION
+    run = RunDir(run_dir, writer=False)
+    if path.exists():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("epochs") == run.read_status().get("epoch"):
+            return saved
+    metrics = run.read_metrics()
+    accs = [m["test_acc"] for m in metrics if m.get("test_acc") is not None]
+    name = "webvision" if config.dataset == "webvision" else "test"
+    tests = {name: {"best": max(accs) if accs else None, "last": accs[-1] if accs else None,
+                    "n": run.read_config().get("run", {}).get("test_rows")}}
+    if config.dataset == "webvision":
+        second = _imagenet_val_accuracy(config, train_config, run, cache_root)
+        if second is not None:
+            tests["ilsvrc12"] = second
+    evaluation = {"epochs": metrics[-1]["epoch"] if metrics else 0, "tests": tests,
+                  "final_set_size": metrics[-1].get("train_set_size") if metrics else None,
+                  "final_label_precision": metrics[-1].get("label_precision") if metrics else None}
+    atomic.write_json(path, evaluation)
+    say("evaluate", ", ".join(f"{k}: {v['best']:.4f}" for k, v in tests.items() if v.get("best") is not None))
+    return evaluation
+
+
+def _imagenet_val_accuracy(config, train_config, run, cache_root) -> dict | None:
+    """Top-1 of the best and last weights on the ImageNet validation images of the 50 classes."""
+    from clipcleaner_core.data.webvision import find_imagenet_val, load_imagenet_val
+
+    folder = Path(config.imagenet_val) if config.imagenet_val else find_imagenet_val(config.root)
+    if folder is None:
+        log.warning("no ImageNet validation folder (ROOT/imagenet_val or --imagenet-val): ILSVRC12 skipped")
+        return None
+    test = load_imagenet_val(folder)
+    return {name: _accuracy(train_config, run, weights, test, cache_root)
+            for name, weights in (("best", "best.safetensors"), ("last", "last.safetensors"))} | {"n": len(test)}
+
+
+def _accuracy(train_config, run, weights: str, test, cache_root) -> float:
+    import torch
+
+    from clipcleaner_core.train.config import HEAD_BACKBONES, resolve_config
+    from clipcleaner_core.train.loaders import Batches, sequential_batches
+    from clipcleaner_core.train.models import build_model
+
+    resolved = resolve_config(train_config)
+    labels = test.labels
+    if resolved.backbone in HEAD_BACKBONES:
+        from clipcleaner_core.embed import embed_dataset
+        from clipcleaner_core.encoders import EncoderSpec
+
+        embedding = embed_dataset(test, EncoderSpec(model=resolved.model, pretrained=resolved.pretrained),
+                                  cache_root=cache_root, allow_download=False)
+        valid = np.asarray(embedding.valid, dtype=bool)
+        inputs, labels = np.asarray(embedding.image_features, dtype=np.float32)[valid], labels[valid]
+        feature_dim = inputs.shape[1]
+    else:
+        inputs, feature_dim = tuple(str(test.abspath(i)) for i in range(len(test))), None
+    state, _ = run.load_weights(weights)
+    model = build_model(resolved.backbone, num_classes=test.num_classes, feature_dim=feature_dim,
+                        hidden=resolved.hidden)
+    model.load_state_dict(state)
+    device = torch.device("cuda" if torch.cuda.is_available() and resolved.device != "cpu" else "cpu")
+    model.to(device).eval()
+    batches = Batches(inputs, device=device, image_size=resolved.image_size, train=False,
+                      num_workers=resolved.num_workers)
+    correct = 0
+    with torch.no_grad():
+        for x, idx in batches(sequential_batches(len(labels), 256)):
+            correct += int((model(x).argmax(1).cpu().numpy() == labels[idx]).sum())
+    return correct / max(len(labels), 1)
+
+
+# --- stage 4: the report -----------------------------------------------------------------------------
+
+def _results(config, preset, selection, train_config, evaluation) -> dict:
+    published = paper_result(config.preset, config.noise_rate if config.noise else None)
+    overrides = {k: getattr(config, k) for k in ("backbone", "epochs", "batch_size", "image_size", "subsample")
+                 if getattr(config, k) is not None}
+    if config.model != "ViT-B-32" or config.pretrained != "openai":
+        overrides["clip"] = f"{config.model} ({config.pretrained})"
+    tests = {}
+    for name, values in evaluation["tests"].items():
+        paper = (published or {}).get(name)
+        tests[name] = {"ours_best": values.get("best"), "ours_last": values.get("last"), "n": values.get("n"),
+                       "paper": paper / 100 if paper is not None else None}
+    return {
+        "dataset": config.dataset, "noise": config.noise, "preset": config.preset,
+        "recipe": {"theta_gmm": preset.theta_gmm, "theta_cons": preset.theta_cons, "beta": train_config.beta,
+                   "theta_r": train_config.theta_r, "theta_r2": train_config.theta_r2,
+                   "epochs": train_config.epochs, "batch_size": train_config.batch_size,
+                   "backbone": train_config.backbone, "image_size": train_config.image_size,
+                   "paper_backbone": preset.paper_backbone, "source": preset.source},
+        "overrides": overrides, "is_paper_recipe": not overrides,
+        "selection": selection["metrics"], "tests": tests,
+        "final_set_size": evaluation.get("final_set_size"),
+        "final_label_precision": evaluation.get("final_label_precision"),
+    }
+
+
+def results_markdown(results: dict) -> str:
+    """The results as a short Markdown report."""
+    pct = _percent
+    sel = results["selection"]
+    lines = [f"# CLIPCleaner reproduction: {results['dataset']}"
+             + (f" ({results['noise']})" if results["noise"] else ""), "",
+             f"Preset `{results['preset']}` ({results['recipe']['source']}); backbone "
+             f"{results['recipe']['backbone']} at {results['recipe']['image_size']} px"
+             + (f" (the paper: {results['recipe']['paper_backbone']})" if results["recipe"]["paper_backbone"] else "")
+             + f", {results['recipe']['epochs']} epochs.", ""]
+    if results["overrides"]:
+        lines += [f"**Not the paper's recipe**: overridden {json.dumps(results['overrides'])}.", ""]
+    lines += ["| test set | ours (best epoch) | ours (last epoch) | paper |", "|---|---|---|---|"]
+    for name, values in results["tests"].items():
+        lines.append(f"| {name} | {pct(values['ours_best'])} | {pct(values['ours_last'])} | {pct(values['paper'])} |")
+    lines += ["", f"Selection: kept {sel['kept']} of {sel['n']} samples "
+              f"({pct(sel['kept'] / sel['n'] if sel['n'] else None)} %)"
+              + (f"; precision {pct(sel['precision'])} %, recall {pct(sel['recall'])} %"
+                 if sel.get("precision") is not None else "; no ground truth, so no precision / recall") + ".", ""]
+    return "\n".join(lines)
+
+
+def _percent(value) -> str:
+    return "n/a" if value is None or value != value else f"{100 * value:.2f}"
+
+
+def _plain(values: dict) -> dict:
+    return {k: (None if isinstance(v, float) and v != v else (v.item() if hasattr(v, "item") else v))
+            for k, v in values.items()}
+
+
+# --- command line ------------------------------------------------------------------------------------
+
+def add_parser(subparsers):
+    """The ``reproduce`` subcommand of ``python -m clipcleaner_core``."""
+    parser = subparsers.add_parser("reproduce", help="run the paper's recipe for one dataset end to end")
+    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--root", required=True, metavar="PATH", help="the dataset folder in its public layout")
+    parser.add_argument("--noise", metavar="MODE:RATE", help="CIFAR: sym:0.5, asym:0.4, idn:0.4 or "
+                        "file:dependent0.4.csv; Red Mini-ImageNet: red:0.4 or blue:0.4")
+    parser.add_argument("--gpus", type=int, default=1, help="training processes (torchrun when > 1)")
+    parser.add_argument("--out", required=True, metavar="RUN_DIR")
+    parser.add_argument("--model", default="ViT-B-32", help="CLIP model (the paper: ViT-B-32)")
+    parser.add_argument("--pretrained", default="openai", metavar="TAG|PATH", help="CLIP weights (the paper: openai)")
+    parser.add_argument("--allow-download", action="store_true", help="let open_clip download the CLIP weights")
+    parser.add_argument("--imagenet-val", metavar="PATH", help="WebVision: ImageNet val folder (default ROOT/imagenet_val)")
+    parser.add_argument("--backbone-weights", metavar="PATH", help="local ImageNet weights for resnet50 (Clothing1M)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--num-workers", type=int, default=4, help="image decoding workers per process")
+    parser.add_argument("--seed", type=int, default=0)
+    for flag, kind, text in (("--epochs", int, "epochs"), ("--backbone", str, "backbone"),
+                             ("--batch-size", int, "batch size"), ("--image-size", int, "image size"),
+                             ("--subsample", int, "Clothing1M balanced subsample")):
+        parser.add_argument(flag, type=kind, default=None,
+                            help=f"override the preset's {text} (the run is then not the paper's recipe)")
+    return parser
+
+
+def run_command(args) -> int:
+    """Run ``reproduce`` from parsed arguments; prints the results path and table."""
+    fields = {f.name for f in dataclasses.fields(ReproduceConfig)}
+    config = ReproduceConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    results = reproduce(config, args.out, progress=lambda stage, message: print(f"[{stage}] {message}",
+                                                                               file=sys.stderr))
+    print(results_markdown(results))
+    return 0
