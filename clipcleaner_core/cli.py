@@ -180,10 +180,9 @@ def cmd_embed(args) -> int:
 
 
 def cmd_select(args) -> int:
+    from clipcleaner_core.api import find_label_issues
     from clipcleaner_core.export import export, table_format
     from clipcleaner_core.metrics import selection_metrics
-    from clipcleaner_core.scoring import fit_scores
-    from clipcleaner_core.selection import score_table, select
 
     out_format = table_format(args.out, what="--out")
     features = _load_npy(args.image_features, "--image-features")
@@ -194,17 +193,17 @@ def cmd_select(args) -> int:
     scoring, selection_config = _settings(args)
     if text_features is None and scoring.zeroshot:
         log.info("no --text-features given: zero-shot scores are off")
-        scoring = dataclasses.replace(scoring, zeroshot=False)
-    num_classes = args.num_classes or int(max(np.max(labels), -1 if text_labels is None else np.max(text_labels))) + 1
-    fit = fit_scores(features, labels, num_classes=num_classes, text_features=text_features,
-                     text_labels=text_labels, config=scoring)
-    selection_config = dataclasses.replace(
-        selection_config,
-        use_zs_loss=fit.has_zeroshot, use_zs_consistency=fit.has_zeroshot,
-        use_lr_loss=fit.has_probe, use_lr_consistency=fit.has_probe)
-    selection = select(fit, selection_config)
-    table = score_table(fit, selection, true_labels=true_labels)
-    metrics = selection_metrics(selection.clean_mask, fit.labels, true_labels, selection.label_score)
+    table = find_label_issues(
+        features, labels, text_features=text_features if scoring.zeroshot else None,
+        text_labels=text_labels if scoring.zeroshot else None,
+        class_names=None if args.num_classes is None else [str(k) for k in range(args.num_classes)],
+        theta_gmm=selection_config.theta_gmm, theta_cons=selection_config.theta_cons,
+        temperature=scoring.temperature, probe=scoring.probe, seed=scoring.seed,
+        true_labels=true_labels,
+    )
+    clean_mask = table["is_clean"].to_numpy(dtype=bool)
+    metrics = selection_metrics(clean_mask, table["given_label"].to_numpy(), true_labels,
+                                table["label_score"].to_numpy())
     meta = {"command": "select", "inputs": {k: getattr(args, k) for k in
             ("image_features", "labels", "text_features", "text_labels")},
             "scoring": dataclasses.asdict(scoring), "selection": dataclasses.asdict(selection_config),

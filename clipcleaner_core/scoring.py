@@ -30,9 +30,10 @@ import numpy as np
 from scipy.special import log_softmax
 
 from . import atomic
-from .errors import Cancelled, DataError
+from .errors import Cancelled, ConfigError, DataError
 from .gmm import ClassMixtures, fit_mixtures, mixture_posterior
 from .probe import PROBE_MODES, fit_probe_predictor
+from .validation import check_labels
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +66,15 @@ class ScoringConfig:
 
     def __post_init__(self):
         if self.probe not in PROBE_MODES:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown probe mode {self.probe!r}; valid modes: {', '.join(PROBE_MODES)}."
             )
         if not self.temperature > 0:
-            raise ValueError(f"temperature={self.temperature!r} must be > 0 (default 0.07).")
+            raise ConfigError(f"temperature={self.temperature!r} must be > 0 (default 0.07).")
         if self.probe == "cross-val" and self.n_folds < 2:
-            raise ValueError(f"n_folds={self.n_folds!r} must be >= 2 for cross-val.")
+            raise ConfigError(f"n_folds={self.n_folds!r} must be >= 2 for cross-val.")
         if not self.probe_c > 0:
-            raise ValueError(f"probe_c={self.probe_c!r} must be > 0 (default 1.0).")
+            raise ConfigError(f"probe_c={self.probe_c!r} must be > 0 (default 1.0).")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -123,7 +124,7 @@ class ScoreFit:
             return self.suggested_both.astype(np.int64)
         if zs or lr:
             return getattr(self, "zs_top_classes" if zs else "lr_top_classes")[:, 0].astype(np.int64)
-        raise ValueError("suggested_label needs zero-shot or probe probabilities.")
+        raise ConfigError("suggested_label needs zero-shot or probe probabilities.")
 
     def top_classes(self, *, zeroshot: bool, probe: bool) -> tuple[np.ndarray, np.ndarray]:
         """(N, k) classes and probabilities, most probable first, of the zero-shot or the probe
@@ -131,7 +132,7 @@ class ScoreFit:
         prefix = "lr" if (probe and self.has_probe) or not (zeroshot and self.has_zeroshot) else "zs"
         classes = getattr(self, f"{prefix}_top_classes")
         if classes is None:
-            raise ValueError("top_classes needs zero-shot or probe probabilities.")
+            raise ConfigError("top_classes needs zero-shot or probe probabilities.")
         return classes, getattr(self, f"{prefix}_top_probs")
 
     def __len__(self) -> int:
@@ -167,7 +168,7 @@ def zero_shot_log_probabilities(
         image_features, text_features, text_labels, num_classes
     )
     if not temperature > 0:
-        raise ValueError(f"temperature={temperature!r} must be > 0 (default 0.07).")
+        raise ConfigError(f"temperature={temperature!r} must be > 0 (default 0.07).")
     return _compute_zero_shot(image_features, text_features, text_labels, temperature, chunk_size)
 
 
@@ -245,7 +246,7 @@ def fit_scores(
             "tower); pass them, or use ScoringConfig(zeroshot=False)."
         )
     if not config.zeroshot and config.probe == "off":
-        raise ValueError("nothing to score: zero-shot is off and probe='off'; enable one.")
+        raise ConfigError("nothing to score: zero-shot is off and probe='off'; enable one.")
     sources: dict = {}
     if config.zeroshot:
         sources["zs"] = _ZeroShot(features, text_features, text_labels, num_classes,
@@ -412,8 +413,8 @@ def _validate_features(image_features, labels, num_classes):
             "pass one label per row."
         )
     if num_classes < 1:
-        raise ValueError(f"num_classes={num_classes!r} must be >= 1.")
-    labels = _integer_labels(labels)
+        raise ConfigError(f"num_classes={num_classes!r} must be >= 1.")
+    labels = check_labels(labels, name="labels")
     if labels.min() < 0 or labels.max() >= num_classes:
         raise DataError(
             f"labels range over [{labels.min()}, {labels.max()}] but must lie in "
@@ -421,23 +422,6 @@ def _validate_features(image_features, labels, num_classes):
         )
     _check_finite(features, "image_features")
     return features, labels
-
-
-def _integer_labels(labels):
-    if labels.dtype.kind in "iu":
-        return labels.astype(np.int64)
-    if labels.dtype.kind != "f":
-        raise DataError(
-            f"labels must be integer class indices, got {labels.dtype} values such as "
-            f"{labels[:3].tolist()}; map class names to 0..K-1 first."
-        )
-    bad = np.flatnonzero(~np.isfinite(labels) | (labels != np.round(labels)))
-    if bad.size:
-        raise DataError(
-            f"labels must be whole numbers; rows {bad[:10].tolist()} hold "
-            f"{labels[bad[:10]].tolist()}. Fix those labels (class indices 0..K-1)."
-        )
-    return labels.astype(np.int64)
 
 
 def _validate_text(image_features, text_features, text_labels, num_classes):

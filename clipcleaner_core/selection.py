@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .presets import PRESETS, TRAIN_PRESETS  # noqa: F401  re-exported; the one table is presets.py
 from .scoring import ScoreFit
 
@@ -42,13 +42,13 @@ class SelectionConfig:
         for name in ("theta_gmm", "theta_cons"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name}={value!r} must lie in [0, 1].")
+                raise ConfigError(f"{name}={value!r} must lie in [0, 1].")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "SelectionConfig":
         """The paper's thresholds for dataset ``name`` (a key of ``PRESETS``)."""
         if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}.")
+            raise ConfigError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}.")
         return cls(**{**PRESETS[name], **overrides})
 
     def to_dict(self) -> dict:
@@ -101,7 +101,7 @@ def select(fit: ScoreFit, config: SelectionConfig = SelectionConfig()) -> Select
     """
     enabled = tuple(name for name in config.requested() if name in available_scores(fit))
     if not enabled:
-        raise ValueError(
+        raise ConfigError(
             f"no score enabled: requested {list(config.requested())}, the fit provides "
             f"{list(available_scores(fit))}; enable at least one available score."
         )
@@ -238,7 +238,7 @@ def apply_decisions(table: pd.DataFrame, decisions: pd.DataFrame | None) -> pd.D
         raise DataError(f"decisions lack columns {sorted(missing)}; need index, decision, final_label.")
     bad = sorted(set(decisions["decision"]) - set(DECISIONS))
     if bad:
-        raise ValueError(f"unknown decisions {bad}; valid decisions: {', '.join(DECISIONS)}.")
+        raise ConfigError(f"unknown decisions {bad}; valid decisions: {', '.join(DECISIONS)}.")
     latest = decisions.drop_duplicates("index", keep="last").set_index("index")
     rows = out["index"].isin(latest.index).to_numpy(dtype=bool)
     chosen = latest.loc[out.loc[rows, "index"]]

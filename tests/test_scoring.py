@@ -218,8 +218,8 @@ def test_fit_keeps_no_per_class_matrix(problem):
 
 
 @pytest.mark.parametrize("labels, match", [
-    (np.full(400, 0.5), "whole numbers"),
-    (np.array(["cat"] * 400), "integer class indices"),
+    (np.full(400, 0.5), "not a whole number"),
+    (np.array(["cat"] * 400), "not a class id"),
 ])
 def test_labels_that_are_not_class_indices_are_refused(problem, labels, match):
     with pytest.raises(DataError, match=match):
