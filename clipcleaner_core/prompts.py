@@ -37,7 +37,11 @@ if TYPE_CHECKING:
     from clipcleaner_core.data.dataset import Dataset
 
 PROMPT_SETS_DIR = Path(__file__).resolve().parent / "prompt_sets"
-BUILTIN_NAMES = ("cifar10", "cifar100", "digits", "default")
+BUILTIN_NAMES = ("cifar10", "cifar100", "digits", "animal10n", "red_mini_imagenet", "webvision", "clothing1m",
+                 "default")
+# dataset kinds (the paper's formats) -> their built-in set
+KIND_PROMPT_SETS = {"animal10n": "animal10n", "red-mini-imagenet": "red_mini_imagenet", "webvision": "webvision",
+                    "clothing1m": "clothing1m"}
 DEFAULT_DESCRIPTION_TEMPLATE = "a photo of a {c} {d}."
 DEFAULT_TEMPLATES = (
     "a photo of a {c}.",
@@ -241,7 +245,7 @@ def save_prompt_set(prompt_set: PromptSet, path: str | os.PathLike) -> Path:
 
 
 def builtin_prompt_set(name: str) -> PromptSet:
-    """One of the shipped sets: "cifar10", "cifar100", "digits" or "default" (templates only)."""
+    """One of the shipped sets (:data:`BUILTIN_NAMES`); "default" is templates only."""
     if name not in BUILTIN_NAMES:
         raise ConfigError(f"unknown built-in prompt set {name!r}; choose one of {list(BUILTIN_NAMES)}")
     if name == "default":
@@ -260,6 +264,8 @@ def prompt_set_for(dataset: "Dataset") -> PromptSet:
         return builtin_prompt_set("digits")
     if dataset.kind in ("cifar10", "cifar100"):
         return builtin_prompt_set(dataset.kind)
+    if dataset.kind in KIND_PROMPT_SETS:
+        return builtin_prompt_set(KIND_PROMPT_SETS[dataset.kind])
     keys = {normalise_class_name(c) for c in dataset.class_names}
     if keys == {str(d) for d in range(10)}:
         return builtin_prompt_set("digits")
