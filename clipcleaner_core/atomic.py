@@ -125,8 +125,12 @@ def no_space_error(folder: Path, *, what: str, needed: int | None = None,
         folder=folder, needed=needed, free=free)
 
 
-def storage_error(exc: OSError, folder: Path, *, what: str, needed: int | None = None) -> StorageError | None:
+def storage_error(exc: OSError, folder: Path, *, what: str, needed: int | None = None,
+                  target_only: bool = False) -> StorageError | None:
     """The :class:`StorageError` for a failed write, or None if ``exc`` is not about storage.
+
+    With ``target_only`` (the failing call touched nothing but ``folder``), a permission error
+    is one too.
 
     numpy's ``tofile`` reports a short write without an errno ("N requested and M written");
     that counts as a full disk when the folder has (almost) no space left.
@@ -138,6 +142,9 @@ def storage_error(exc: OSError, folder: Path, *, what: str, needed: int | None =
     if exc.errno in _READ_ONLY:
         return StorageError(f"cannot write {what}: {folder} is on a read-only file system; choose a "
                             "writable folder (for the cache: set CLIPCLEANER_CACHE).", folder=folder)
+    if target_only and exc.errno in (errno.EACCES, errno.EPERM):
+        return StorageError(f"cannot write {what}: no permission to write in {folder}; make it writable "
+                            "or choose another folder (for the cache: set CLIPCLEANER_CACHE).", folder=folder)
     if exc.errno == errno.EIO:
         return StorageError(f"input/output error while writing {what} in {folder}: the disk may be "
                             "failing or was disconnected; check it and run again.", folder=folder)
@@ -223,11 +230,14 @@ def _sweep_once(folder: Path) -> None:
     remove_stale_temps(folder)
 
 
-def _make_folder(folder: Path, what: str) -> None:
+def make_folder(folder: str | os.PathLike, *, what: str) -> Path:
+    """``mkdir -p folder``; a full disk or an unwritable place is a :class:`StorageError`."""
+    folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise (storage_error(exc, folder, what=what) or exc) from exc
+        raise (storage_error(exc, folder, what=what, target_only=True) or exc) from exc
+    return folder
 
 
 def _create_temp(final: Path) -> tuple[Path, int]:
@@ -257,14 +267,14 @@ def atomic_path(path: str | os.PathLike, *, size: int | None = None,
     """
     final = Path(path)
     what = final.name
-    _make_folder(final.parent, what)
+    make_folder(final.parent, what=what)
     _sweep_once(final.parent)
     if size is not None:
         check_free_space(final.parent, size, what=what)
     try:
         tmp, fd = _create_temp(final)
     except OSError as exc:
-        raise (storage_error(exc, final.parent, what=what) or exc) from exc
+        raise (storage_error(exc, final.parent, what=what, target_only=True) or exc) from exc
     try:
         if size and preallocate:
             _preallocate(fd, size, final.parent, what)
@@ -312,7 +322,7 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, size=len(data)) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(data)
     return Path(path)

@@ -118,10 +118,8 @@ def embed_dataset(
     cached = _load_complete(key, folder)
     if cached is not None:
         return cached
-    from filelock import FileLock
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(folder / ".lock")):
+    atomic.make_folder(folder, what=f"the embeddings of {dataset.name!r}")
+    with _lock(folder):
         cached = _load_complete(key, folder)
         if cached is not None:
             return cached
@@ -223,6 +221,23 @@ def _load_complete(key: str, folder: Path, *, reused: bool = True) -> EmbeddingS
         key=key, folder=folder, image_features=features, valid=valid,
         bad_files=bad.astype({"index": "int64"}), meta={**meta, "reused": reused},
     )
+
+
+@contextlib.contextmanager
+def _lock(folder: Path):
+    """The folder's writer lock: a second writer waits here, then reuses the first one's result."""
+    from filelock import FileLock
+
+    lock = FileLock(str(folder / ".lock"))
+    try:
+        lock.acquire()
+    except OSError as exc:
+        raise (atomic.storage_error(exc, folder, what="the embeddings' lock file", target_only=True)
+               or exc) from exc
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _clear_incomplete(folder: Path) -> None:

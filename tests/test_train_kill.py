@@ -66,3 +66,31 @@ def test_kill_9_at_any_write_keeps_every_finished_epoch(tmp_path, straight, paus
     assert run.weights_epoch(LAST) == EPOCHS and run.weights_epoch(BEST) == accs.index(max(accs)) + 1
     assert run.read_status()["state"] == "finished"
     assert not [p.name for p in run_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_full_disk_during_training_stops_with_one_message_and_resumes(tmp_path, monkeypatch):
+    import shutil
+
+    from clipcleaner_core import atomic
+
+    real_usage, full = shutil.disk_usage, []
+
+    def usage(path):
+        total, used, free = real_usage(path)
+        return shutil._ntuple_diskusage(total, used, 0 if full else free)
+
+    def progress(done, total, info):
+        if info.get("metrics") and info["epoch"] == 1:
+            full.append(True)  # the disk fills up during epoch 2
+
+    monkeypatch.setattr(atomic.shutil, "disk_usage", usage)
+    dataset, features, table = blobs()
+    config = TrainConfig(data="blobs", epochs=EPOCHS)
+    with pytest.raises(atomic.StorageError, match=rf"^not enough disk space in {tmp_path / 'run'} to write "
+                                                  r"last_state\.pt \(needs [\d.]+ KiB, 0 B free\)"):
+        train(config, run_dir=tmp_path / "run", dataset=dataset, features=features, selection=table,
+              progress=progress)
+    full.clear()
+    resumed = _train(tmp_path / "run")
+    assert resumed.resumed_from_epoch == 1 and resumed.state == "finished"
+    assert [m["epoch"] for m in resumed.metrics] == list(range(1, EPOCHS + 1))

@@ -106,8 +106,7 @@ def train(
             dataset, config, data = _prepare(ctx, config, dataset, features, selection, cache_root)
         except BaseException as exc:
             if early is not None:
-                early.write_status("failed", epoch=0, epochs=config.epochs or 0,
-                                   message=str(exc) or type(exc).__name__)
+                _record_failure(early, exc, epoch=0, epochs=config.epochs or 0)
             raise
         folder = Path(run_dir) if run_dir is not None else default_run_dir(config, dataset.fingerprint())
         run = RunDir(folder, writer=ctx.is_main)
@@ -211,10 +210,17 @@ def _run(ctx, config, data, run, progress, cancel) -> RunResult:
                 progress(state.epoch * steps, config.epochs * steps,
                          {"epoch": state.epoch, "epochs": config.epochs, "metrics": row})
     except BaseException as exc:
-        run.write_status("failed", epoch=state.epoch, epochs=config.epochs,
-                         message=str(exc) or type(exc).__name__)
+        _record_failure(run, exc, epoch=state.epoch, epochs=config.epochs)
         raise
     return _finish(run, config, data, state, metrics, state_name, resumed_from)
+
+
+def _record_failure(run, exc: BaseException, *, epoch: int, epochs: int) -> None:
+    """Say "failed" in status.json if the disk lets us; the original error is what matters."""
+    try:
+        run.write_status("failed", epoch=epoch, epochs=epochs, message=str(exc) or type(exc).__name__)
+    except (CLIPCleanerError, OSError) as status_error:
+        log.warning("could not record the failure in %s: %s", run.path, status_error)
 
 
 def _finish(run, config, data, state, metrics, state_name, resumed_from) -> RunResult:
