@@ -12,7 +12,7 @@ message. What travels, and when:
   iframe recolours the points it already holds.
 
 deck.gl comes from the installed pydeck package (its browser bundle, ``deck.*`` globals):
-:func:`materialise` writes ``index.html`` and ``map.js`` from this folder and hard-links (else copies)
+:func:`materialise` writes ``index.html``, ``renderers.js`` and ``map.js`` from this folder and hard-links (else copies)
 the bundle into ``<cache>/components/umap_map/``, so no copy lives in git and nothing is fetched from
 the network. The data files are gzip files (level 1, unpacked by the browser's DecompressionStream)
 because Streamlit's server would otherwise gzip every response of these megabytes again on each
@@ -37,7 +37,7 @@ from ui.plots import STATUS_COLOURS
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
-ASSETS = ("index.html", "map.js")  # written from this folder
+ASSETS = ("index.html", "renderers.js", "map.js")  # written from this folder
 CATEGORIES = tuple(STATUS_COLOURS)  # status code k = CATEGORIES[k]
 NAME = "umap_map"
 VERSION_CHARS = 16  # a selection sent back starts with the coords_version it was made on
@@ -58,7 +58,7 @@ def deckgl_js() -> Path:
 def materialise(root: str | os.PathLike | None = None) -> Path:
     """The component folder ``<root>/components/umap_map`` (root defaults to the cache), made ready.
 
-    Writes ``index.html`` and ``map.js`` from the templates and hard-links (else copies) deck.gl's
+    Writes :data:`ASSETS` from this folder and hard-links (else copies) deck.gl's
     bundle as ``deckgl.js``, each only when missing or different, so calling it again is cheap and
     leaves the files untouched. Raises OSError when the folder cannot be written.
     """
