@@ -177,7 +177,7 @@ def test_tune_relabel_reload_export(app_url, browser, tmp_path):
     frame = page.locator('iframe[title*="umap_map"]')
     expect(frame).to_be_visible(timeout=240_000)
     the_map = frame.content_frame
-    expect(the_map.locator(".js-plotly-plot canvas").first).to_be_attached(timeout=60_000)
+    expect(the_map.locator("#map canvas").first).to_be_attached(timeout=60_000)
     expect(the_map.locator(".legendtext").first).to_contain_text("kept")
     page.wait_for_function(f"() => ({MAP_STATE_JS})()?.renders > 0", timeout=60_000)
     assert page.evaluate(f"() => ({MAP_STATE_JS})().points") == 1797
@@ -207,7 +207,7 @@ def test_tune_relabel_reload_export(app_url, browser, tmp_path):
     assert after["draws"] == before["draws"] and after["restyles"] > before["restyles"], (before, after)
 
     box = frame.bounding_box()  # a box drawn over the whole map selects points and opens their images
-    frame.element_handle().content_frame().evaluate("() => Plotly.relayout(document.querySelector('.js-plotly-plot'), {dragmode: 'select'})")
+    the_map.get_by_role("button", name="Box").click()
     page.mouse.move(box["x"] + 15, box["y"] + 60)
     page.mouse.down()
     page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, steps=5)
