@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True)
     export.add_argument("--copy", action="store_true", help="imagefolder: copy files instead of symlinks")
     export.add_argument("--overwrite", action="store_true", help="replace an existing export folder")
+    export.add_argument("--match-by-path", action="store_true",
+                        help="imagefolder / manifest: if the dataset changed since the table was made, "
+                        "match its rows to the dataset by file path (only when every path is found "
+                        "exactly once) instead of stopping")
 
     try:
         from clipcleaner_core.train import cli as train_cli
@@ -236,6 +240,7 @@ def cmd_run(args) -> int:
 
 def cmd_export(args) -> int:
     from clipcleaner_core.atomic import read_sidecar
+    from clipcleaner_core.data.match import align_table
     from clipcleaner_core.export import export, read_table
 
     table = read_table(args.scores)
@@ -243,28 +248,38 @@ def cmd_export(args) -> int:
     dataset_meta = meta.get("dataset") or {}
     class_names = dataset_meta.get("class_names")
     dataset = None
-    if args.export_format == "imagefolder":
-        dataset = _dataset_from_meta(dataset_meta, args.scores)
+    if args.export_format in DATASET_EXPORTS:
+        dataset = _dataset_from_meta(dataset_meta, args.scores, args.export_format)
+        table = align_table(table, dataset, recorded=dataset_meta, source=args.scores,
+                            by_path=args.match_by_path, by_path_hint="pass --match-by-path",
+                            rerun_hint=f"python -m clipcleaner_core run --data {dataset.spec} ... "
+                                       "--out NEW_SCORES.csv")
         class_names = list(dataset.class_names)
+        meta = {k: v for k, v in meta.items() if k not in ("dataset", "export")}  # describe it as now
     out = export(table, args.export_format, args.out, dataset=dataset, class_names=class_names,
                  meta=meta, link="copy" if args.copy else "symlink", overwrite=args.overwrite)
     print(f"wrote {out}")
     return 0
 
 
-def _dataset_from_meta(dataset_meta: dict, scores: str):
+DATASET_EXPORTS = ("imagefolder", "manifest")
+"""Export formats that need the dataset itself (its images, or its root for relative paths)."""
+
+
+def _dataset_from_meta(dataset_meta: dict, scores: str, fmt: str):
     from clipcleaner_core.data import apply_noise, load_dataset
     from clipcleaner_core.data.noise import NoiseSpec
 
     spec = dataset_meta.get("spec")
     if not spec:
-        raise DataError(f"{scores} has no dataset recorded in its sidecar {scores}.json; an ImageFolder "
-                        "export needs the images: write the table with 'run' (not 'select').")
+        raise DataError(f"{scores} has no dataset recorded in its sidecar {scores}.json (or the table "
+                        f"was edited since); a {fmt} export needs the dataset's files: write the table "
+                        "with 'run' (not 'select'), or export csv / parquet / json instead.")
     dataset = load_dataset(spec, format=dataset_meta.get("kind") if dataset_meta.get("kind") != "demo" else None,
                            split=dataset_meta.get("split", "train"))
     noise = dataset_meta.get("noise")
     if noise and dataset.kind != "demo":
-        fields = {k: noise[k] for k in ("mode", "rate", "seed", "path") if k in noise}
+        fields = {k: noise[k] for k in ("mode", "rate", "seed", "path") if noise.get(k) is not None}
         dataset = apply_noise(dataset, NoiseSpec(**fields))
     return dataset
 

@@ -30,7 +30,7 @@ _FIELDS = {
     "lr": "lr", "beta": "beta", "theta_r": "theta_r", "theta_r2": "theta_r2",
     "holdout": "holdout", "hidden": "hidden", "image_size": "image_size",
     "backbone_weights": "backbone_weights", "device": "device", "num_workers": "num_workers",
-    "seed": "seed",
+    "seed": "seed", "match_by_path": "match_by_path",
 }
 
 
@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--selection", metavar="FILE",
                         help="score table (CSV/Parquet) or recipe (JSON); default: select with the "
                         "default thresholds first")
+    parser.add_argument("--match-by-path", action="store_true", default=None,
+                        help="if the dataset changed since --selection was made, match its rows to "
+                        "the dataset by file path (only when every path is found exactly once)")
     parser.add_argument("--mixfix", action=argparse.BooleanOptionalAction, default=None,
                         help="grow and relabel the set after each epoch (default on); --no-mixfix "
                         "trains on the clean set only")

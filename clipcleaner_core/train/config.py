@@ -66,6 +66,8 @@ class TrainConfig:
         holdout: held-out fraction used as the test split when the dataset has no test split.
         hidden: MLP hidden width. image_size: CNN input size (None: 32 for PreAct, 224 else).
         backbone_weights: local ImageNet weights for the torchvision ResNets (never downloaded).
+        match_by_path: when ``selection`` was made on another version of the dataset, match its
+            rows to the dataset by file path (only when that is exact) instead of stopping.
         amp: mixed precision on CUDA (always fp32 on CPU).
     """
 
@@ -75,6 +77,7 @@ class TrainConfig:
     pretrained: str | None = None
     backbone: str = "linear"
     selection: str | None = None
+    match_by_path: bool = False
     mode: str = "mixfix"
     preset: str | None = None
     epochs: int | None = None
@@ -187,4 +190,6 @@ def resume_key(config: TrainConfig) -> dict:
     for name in RESUME_FREE_FIELDS:
         values.pop(name, None)
     values["milestones"] = list(values["milestones"] or ())
+    if not values.get("match_by_path"):
+        values.pop("match_by_path", None)  # runs made before the option existed still resume
     return values

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from clipcleaner_core.data.paper import PAPER_FORMATS
+from clipcleaner_core.data.match import align_table
 from clipcleaner_core.errors import DataError
 from clipcleaner_core.train.config import HEAD_BACKBONES, TrainConfig
 
@@ -94,13 +95,17 @@ def load_train_data(
     if config.mode == "all":
         clean, final = np.ones(n, dtype=bool), dataset.labels.copy()
     elif selection is not None:
-        clean, final, valid = selection_from_table(selection, dataset)
+        clean, final, valid = selection_from_table(
+            align_table(selection, dataset, source="the selection table", by_path=config.match_by_path,
+                        by_path_hint="match_by_path=True"), dataset)
     elif config.selection and Path(config.selection).suffix.lower() != ".json":
-        clean, final, valid = selection_from_table(read_table(config.selection), dataset)
+        clean, final, valid = selection_from_table(_checked_table(config, dataset), dataset)
     else:
         clean, final, valid, embedding = _default_selection(config, dataset, cache_root, progress)
         notes.append("selected with the default thresholds" if not config.selection
                      else f"selected with the thresholds of {config.selection}")
+        if config.selection and (note := recipe_note(config.selection, dataset)):
+            notes.append(note)
 
     needs_features = config.backbone in HEAD_BACKBONES
     if needs_features and features is None:
@@ -133,14 +138,25 @@ def load_train_data(
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a score table from CSV or Parquet."""
+    """Read a score table from CSV, Parquet or JSON (with the dtypes it was written with)."""
+    from clipcleaner_core.export import read_table as read_score_table
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"selection file {path} does not exist; export a score table (CSV or "
                         "Parquet) or a recipe (JSON) from the app, or leave --selection out.")
-    if path.suffix.lower() == ".parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
+    return read_score_table(path)
+
+
+def _checked_table(config: TrainConfig, dataset) -> pd.DataFrame:
+    """The ``--selection`` table, checked against (or matched by path to) the dataset it names."""
+    from clipcleaner_core.atomic import read_sidecar
+
+    table = read_table(config.selection)
+    recorded = read_sidecar(config.selection).get("dataset")
+    return align_table(table, dataset, recorded=recorded, source=str(config.selection),
+                       by_path=config.match_by_path, by_path_hint="pass --match-by-path",
+                       rerun_hint=f"select again on --data {config.data} and pass the new table")
 
 
 def selection_from_table(table: pd.DataFrame, dataset) -> tuple[np.ndarray, ...]:
@@ -214,11 +230,43 @@ def _selection_values(config) -> dict:
     name = next((p for p in (config.preset, f"{config.preset}-sym") if p in PRESETS), None)
     values = dict(PRESETS[name]) if name is not None else {}
     if config.selection:
-        recipe = json.loads(Path(config.selection).read_text(encoding="utf-8"))
-        settings = recipe.get("settings", recipe)  # an exported recipe keeps them under "settings"
-        found = settings.get("selection", settings)
+        settings = _read_recipe(config.selection).get("settings")
+        settings = settings if isinstance(settings, dict) else _read_recipe(config.selection)
+        found = settings.get("selection", settings)  # an exported recipe keeps them under "settings"
         values.update(found if isinstance(found, dict) else {})
     return {k: v for k, v in values.items() if k in fields}
+
+
+def _read_recipe(path) -> dict:
+    try:
+        recipe = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"recipe {path} does not exist; export one from the app or leave "
+                        "--selection out") from None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"recipe {path} cannot be read ({exc}); export it again") from None
+    if not isinstance(recipe, dict):
+        raise DataError(f"recipe {path} is not a JSON object; export it again from the app")
+    return recipe
+
+
+def recipe_note(path, dataset) -> str | None:
+    """A note when the recipe at ``path`` was made on another version of ``dataset``, else None.
+
+    A recipe carries thresholds, not rows: they are applied to the dataset as it is now, so a
+    change is reported (in the run's notes and the log), not refused.
+    """
+    recorded = _read_recipe(path).get("dataset") or {}
+    if not isinstance(recorded, dict) or not recorded.get("fingerprint"):
+        return None
+    if recorded["fingerprint"] == dataset.fingerprint():
+        return None
+    then = recorded.get("n")
+    note = (f"the recipe {path} was made on another version of {dataset.name!r} "
+            f"({then if then is not None else '?'} samples then, {len(dataset)} now); its thresholds "
+            "were applied to the dataset as it is now")
+    log.warning(note)
+    return note
 
 
 def _encoder_spec(config):
