@@ -61,15 +61,18 @@ _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.(?P<token>[0-9a-f]{8})\.t
 _LEGACY_TEMP_RE = re.compile(r"^\.(?P<name>.+)\.(?P<token>[A-Za-z0-9_]{8})\.tmp$")
 
 
-class StorageError(CLIPCleanerError):
+class StorageError(CLIPCleanerError, OSError):
     """A file could not be written: no space left, a read-only folder, or a failing disk.
 
-    ``folder`` is where the write went; ``needed`` and ``free`` are byte counts when known.
+    ``folder`` is where the write went; ``needed`` and ``free`` are byte counts when known. It is
+    also an ``OSError`` (with the original ``errno``), so code that tolerates failed writes keeps
+    doing so.
     """
 
     def __init__(self, message: str, *, folder: Path, needed: int | None = None,
-                 free: int | None = None) -> None:
+                 free: int | None = None, code: int | None = None) -> None:
         super().__init__(message)
+        self.errno = code
         self.folder = folder
         self.needed = needed
         self.free = free
@@ -122,7 +125,7 @@ def no_space_error(folder: Path, *, what: str, needed: int | None = None,
     return StorageError(
         f"not enough disk space in {folder} to write {what}{detail}; free some space there (or "
         "point the cache elsewhere with CLIPCLEANER_CACHE) and run again: finished work is kept.",
-        folder=folder, needed=needed, free=free)
+        folder=folder, needed=needed, free=free, code=errno.ENOSPC)
 
 
 def storage_error(exc: OSError, folder: Path, *, what: str, needed: int | None = None,
@@ -141,13 +144,16 @@ def storage_error(exc: OSError, folder: Path, *, what: str, needed: int | None =
         return no_space_error(folder, what=what, needed=needed)
     if exc.errno in _READ_ONLY:
         return StorageError(f"cannot write {what}: {folder} is on a read-only file system; choose a "
-                            "writable folder (for the cache: set CLIPCLEANER_CACHE).", folder=folder)
+                            "writable folder (for the cache: set CLIPCLEANER_CACHE).", folder=folder,
+                            code=exc.errno)
     if target_only and exc.errno in (errno.EACCES, errno.EPERM):
         return StorageError(f"cannot write {what}: no permission to write in {folder}; make it writable "
-                            "or choose another folder (for the cache: set CLIPCLEANER_CACHE).", folder=folder)
+                            "or choose another folder (for the cache: set CLIPCLEANER_CACHE).", folder=folder,
+                            code=exc.errno)
     if exc.errno == errno.EIO:
         return StorageError(f"input/output error while writing {what} in {folder}: the disk may be "
-                            "failing or was disconnected; check it and run again.", folder=folder)
+                            "failing or was disconnected; check it and run again.", folder=folder,
+                            code=exc.errno)
     return None
 
 
@@ -288,6 +294,8 @@ def atomic_path(path: str | os.PathLike, *, size: int | None = None,
             side.unlink()  # the old description must not outlive the bytes it described
         os.replace(tmp, final)
         _fsync_dir(final.parent)
+    except StorageError:
+        raise
     except OSError as exc:
         error = storage_error(exc, final.parent, what=what, needed=size)
         if error is None:

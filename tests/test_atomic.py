@@ -72,6 +72,7 @@ def test_the_free_space_is_checked_before_writing(tmp_path):
         with atomic.atomic_path(tmp_path / "huge.npy", size=free + (1 << 40)):
             pytest.fail("nothing may be written")
     assert caught.value.folder == tmp_path and caught.value.needed == free + (1 << 40)
+    assert isinstance(caught.value, OSError) and caught.value.errno == errno.ENOSPC  # tolerant callers still tolerate
     assert not list(tmp_path.iterdir())
 
 
