@@ -15,6 +15,7 @@ from clipcleaner_core.jobs import JobRunner
 from clipcleaner_core.train.config import BACKBONES, TRAIN_PRESETS, TrainConfig, default_preset, resolve_config
 from clipcleaner_core.train.rundir import BEST, RunDir
 from ui import background, state
+from ui.reproduce_panel import reproduce_panel
 
 MODES = {
     "mixfix": "CLIPCleaner set + MixFix",
@@ -232,6 +233,7 @@ def selection_summary() -> None:
 st.title("Train")
 st.write("Train a classifier on the cleaned labels with the paper's MixFix recipe, next to the "
          "baseline that trains on every given label.")
+reproduce_panel(runner)  # needs no active dataset, so it comes before the checks
 with state.user_errors(stop=True):
     settings = state.active()
     dataset = state.dataset()
