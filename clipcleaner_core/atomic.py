@@ -52,8 +52,9 @@ SIDECAR_SUFFIX = ".json"
 SIZE_KEY = "artifact_bytes"
 NPY_HEADER_BYTES = 128
 SWEEP_EVERY_S = 30.0
-#: legacy temporary files (``.<file>.<random>.tmp``, no pid) older than this are removed too
-LEGACY_TEMP_AGE_S = 24 * 3600.0
+#: temporary files of older versions (``.<file>.<random>.tmp``: no pid, no lock) are removed
+#: once they are this old (no write of this app takes that long to move its file into place)
+LEGACY_TEMP_AGE_S = 3600.0
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 _READ_ONLY = (errno.EROFS,)
 _ALMOST_FULL = 1 << 20

@@ -5,6 +5,7 @@ import os
 import shutil
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -76,9 +77,9 @@ def test_the_free_space_is_checked_before_writing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-def test_a_full_small_disk_gives_one_message_and_the_next_write_succeeds(tmp_path):
+def test_a_full_or_read_only_small_disk_gives_one_message(tmp_path):
     script = textwrap.dedent("""
-        import json, os, sys
+        import json, os, subprocess, sys
         import numpy as np
         from clipcleaner_core import atomic
         disk = sys.argv[1]
@@ -90,6 +91,11 @@ def test_a_full_small_disk_gives_one_message_and_the_next_write_succeeds(tmp_pat
         out["after_error"] = sorted(os.listdir(disk))
         atomic.save_npy(os.path.join(disk, "small.npy"), np.arange(1000, dtype=np.float32))
         out["small_ok"] = bool((np.load(os.path.join(disk, "small.npy")) == np.arange(1000)).all())
+        subprocess.run(["mount", "-o", "remount,ro", disk], check=True)
+        try:
+            atomic.write_text(os.path.join(disk, "sub", "t.txt"), "x")
+        except atomic.StorageError as exc:
+            out["read_only"] = str(exc)
         print(json.dumps(out))
     """)
     disk = tmp_path / "disk"
@@ -98,6 +104,8 @@ def test_a_full_small_disk_gives_one_message_and_the_next_write_succeeds(tmp_pat
     out = json.loads(done.stdout.splitlines()[-1])
     assert out["error"].startswith(f"not enough disk space in {disk} to write big.npy (needs 1.1 MiB")
     assert out["after_error"] == [] and out["small_ok"]
+    assert out["read_only"] == (f"cannot write t.txt: {disk}/sub is on a read-only file system; choose a "
+                                "writable folder (for the cache: set CLIPCLEANER_CACHE).")
 
 
 def test_temp_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
@@ -155,3 +163,15 @@ def test_a_sidecar_of_other_bytes_or_without_its_artifact_is_not_valid(tmp_path)
     atomic.sidecar_path(path).write_text("{not json")
     path.write_bytes(b"x")
     assert atomic.read_sidecar(path) == {}
+
+
+def test_temp_files_of_older_versions_are_removed_once_old_and_others_never(tmp_path):
+    old, fresh = tmp_path / ".features.npy.k3j_x9qa.tmp", tmp_path / ".features.npy.p0o9i8u7.tmp"
+    foreign = tmp_path / ".someone-elses.tmp"
+    for path in (old, fresh, foreign):
+        path.write_bytes(b"x")
+    hours_ago = time.time() - 2 * atomic.LEGACY_TEMP_AGE_S
+    os.utime(old, (hours_ago, hours_ago))
+    os.utime(foreign, (hours_ago, hours_ago))
+    assert atomic.remove_stale_temps(tmp_path) == [old]
+    assert fresh.exists() and foreign.exists()

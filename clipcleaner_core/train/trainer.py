@@ -257,7 +257,10 @@ def _train_epoch(ctx, config, model, optimizer, scaler, state, batches_of, steps
         total += torch.tensor([loss * len(idx), len(idx)], dtype=torch.float64)
         if time.time() - beat > HEARTBEAT_S:
             beat = time.time()
-            run.write_status("running", epoch=epoch, epochs=config.epochs, step=step + 1, steps=steps)
+            try:  # a heartbeat that cannot be written must not stop the epoch
+                run.write_status("running", epoch=epoch, epochs=config.epochs, step=step + 1, steps=steps)
+            except OSError as exc:
+                log.warning("could not update %s: %s", run.path / "status.json", exc)
             if progress is not None:
                 progress(epoch * steps + step + 1, config.epochs * steps,
                          {"epoch": epoch + 1, "epochs": config.epochs, "metrics": None})
