@@ -311,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_handler(handler, args) -> int:
     """Run ``handler(args)``; a user error becomes one line on stderr and exit status 2."""
     try:
+        check_outputs(args)
         return handler(args)
     except CLIPCleanerError as exc:
         return _fail(args, str(exc))
@@ -323,6 +324,40 @@ def run_handler(handler, args) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; completed embedding chunks are kept and reused next time.", file=sys.stderr)
         return 130
+
+
+INPUT_FLAGS = ("data", "image_features", "labels", "text_features", "text_labels", "true_labels",
+               "prompts", "scores", "selection", "config", "backbone_weights")
+"""Namespace attributes that name files a command reads (the flags with dashes)."""
+
+
+def check_outputs(args) -> None:
+    """Refuse, before any work, a command whose ``--out`` (or its sidecar) is one of its inputs.
+
+    Inputs are the files named by :data:`INPUT_FLAGS`, a ``file:`` noise file, the sidecar of a
+    score table read with ``--scores``, and the class list beside a ``--data`` manifest; links
+    (symbolic and hard) are followed. A training run's folder must also lie outside a ``--data``
+    folder: nothing is written into a dataset unless the user names a file there for ``--out``.
+    """
+    from clipcleaner_core.atomic import sidecar_path
+    from clipcleaner_core.data.manifest import CLASS_FILES
+    from clipcleaner_core.guard import refuse_inside_dataset_folder, refuse_overwriting_inputs
+
+    out = getattr(args, "out", None)
+    if not out:
+        return
+    inputs = {f"--{name.replace('_', '-')}": getattr(args, name, None) for name in INPUT_FLAGS}
+    noise = getattr(args, "noise", None) or ""
+    if noise.strip().lower().startswith("file:"):
+        inputs["the --noise file"] = noise.split(":", 1)[1].strip()
+    if getattr(args, "scores", None):
+        inputs["the sidecar of --scores"] = sidecar_path(args.scores)
+    data = getattr(args, "data", None)
+    if data and Path(data).expanduser().is_file():
+        inputs["the class list beside --data"] = [Path(data).expanduser().parent / n for n in CLASS_FILES]
+    refuse_overwriting_inputs({"--out": out}, inputs)
+    if args.command == "train" and data:
+        refuse_inside_dataset_folder(out, data, what="the run folder --out")
 
 
 def _fail(args, message: str) -> int:

@@ -12,6 +12,7 @@ from clipcleaner_core.data.noise import (
     asymmetric_cifar10_noise,
     flip_rate,
     instance_dependent_noise,
+    noise_dir,
     noise_from_file,
     parse_noise_spec,
     save_noise,
@@ -89,14 +90,17 @@ def test_parse_noise_spec():
             parse_noise_spec(bad)
 
 
-def test_apply_noise_keeps_truth_records_spec_and_saves_beside_data(tmp_path):
-    dataset = _memory_dataset(root=tmp_path)
+def test_apply_noise_keeps_truth_records_spec_and_saves_in_the_cache_not_the_dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPCLEANER_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "data").mkdir()
+    dataset = _memory_dataset(root=tmp_path / "data")
     noisy = apply_noise(dataset, "sym:0.5:2")
+    assert not any((tmp_path / "data").iterdir())  # nothing written into the dataset's folder
     np.testing.assert_array_equal(noisy.true_labels, dataset.labels)
     assert noisy.noise["mode"] == "sym" and noisy.noise["seed"] == 2
     assert noisy.noise["flip_rate"] == pytest.approx(np.mean(noisy.is_noisy))
-    saved = tmp_path / "noise-sym-0.5-2.json"
-    assert noisy.noise["path"] == str(saved)
+    saved = noise_dir(dataset) / "noise-sym-0.5-2.json"
+    assert noisy.noise["path"] == str(saved) and saved.is_relative_to(tmp_path / "cache")
     payload = json.loads(saved.read_text())
     assert payload["noisy_labels"] == noisy.labels.tolist()
     # noise on an already-noisy dataset starts again from the true labels

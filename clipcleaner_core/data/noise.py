@@ -2,8 +2,8 @@
 
 Array-level generators take true labels (N,) int and return noisy labels (N,) int64; every one is
 seeded. :func:`apply_noise` wraps them for a :class:`Dataset`: the labels it started from become
-``true_labels``, the noisy labels are saved beside the data (or under the cache for in-memory
-datasets) so a run can be reproduced exactly, and ``dataset.noise`` records the spec and the
+``true_labels``, the noisy labels are saved under the cache (never in the dataset's folder) so a run
+can be reproduced exactly, and ``dataset.noise`` records the spec and the
 effective flip rate (fraction of samples whose label actually changed).
 """
 from __future__ import annotations
@@ -216,7 +216,8 @@ def apply_noise(dataset: Dataset, spec: NoiseSpec | str, *, features: np.ndarray
 
     If the dataset already has true labels, noise is applied to those. ``features`` (N, D) feed the
     instance-dependent generator (default: downsampled pixels). The noisy labels are saved as
-    ``noise-<mode>-<rate>-<seed>.json`` in ``save_dir``, else beside the data, else under the cache.
+    ``noise-<mode>-<rate>-<seed>.json`` in ``save_dir``, else under the cache (:func:`noise_dir`;
+    never in the dataset's folder); ``dataset.noise["path"]`` records where.
     """
     if isinstance(spec, str):
         spec = parse_noise_spec(spec)
@@ -227,7 +228,7 @@ def apply_noise(dataset: Dataset, spec: NoiseSpec | str, *, features: np.ndarray
     if spec.mode == "file":
         saved = Path(spec.path)
     else:
-        saved = _save_beside(dataset, spec, noisy, clean, save_dir)
+        saved = _save_noise_file(dataset, spec, noisy, clean, save_dir)
     effective = flip_rate(clean, noisy)
     rate = effective if spec.mode == "file" else spec.rate
     noise = {"mode": spec.mode, "rate": rate, "seed": spec.seed if spec.mode != "file" else None,
@@ -263,20 +264,22 @@ def _generate(dataset: Dataset, spec: NoiseSpec, clean: np.ndarray, features) ->
     return noisy
 
 
-def _save_beside(dataset: Dataset, spec: NoiseSpec, noisy, clean, save_dir) -> Path:
+def _save_noise_file(dataset: Dataset, spec: NoiseSpec, noisy, clean, save_dir) -> Path:
+    """Save the noisy labels in ``save_dir`` if given, else under the cache (never in the dataset)."""
     name = spec.file_name(dataset.split)
-    on_disk = dataset.images is None or dataset.kind in {"cifar10", "cifar100"}
-    if save_dir is not None:
-        candidates = [Path(save_dir)]
-    else:
-        candidates = [dataset.root] if on_disk else []
-    candidates.append(cache_dir() / "noise" / f"{dataset.name}-{dataset.content_fingerprint()}")
+    candidates = [Path(save_dir)] if save_dir is not None else []
+    candidates.append(noise_dir(dataset))
     for folder in candidates:
         try:
             return save_noise(noisy, spec, folder / name, clean=clean)
         except OSError as exc:
             logger.warning("cannot save noise in %s (%s); trying the cache", folder, exc)
     raise DataError(f"cannot save the noisy labels anywhere; make {candidates[-1]} writable")
+
+
+def noise_dir(dataset: Dataset) -> Path:
+    """The cache folder of ``dataset``'s noise files: ``<cache>/noise/<name>-<content fingerprint>``."""
+    return cache_dir() / "noise" / f"{dataset.name}-{dataset.content_fingerprint()}"
 
 
 def _check_labels(true, num_classes: int) -> np.ndarray:
