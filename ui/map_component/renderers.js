@@ -69,16 +69,17 @@ window.mapRenderers = (function () {
     }
     function paint() {
       const n = scene.n, positions = scene.positions, codes = scene.codes, selectedMask = scene.selectedMask;
-      const w = Math.max(1, mapEl.clientWidth), h = Math.max(1, mapEl.clientHeight);
+      const dpr = Math.min(2, window.devicePixelRatio || 1);  // sharp on high-density screens
+      const w = Math.max(1, Math.round(mapEl.clientWidth * dpr)), h = Math.max(1, Math.round(mapEl.clientHeight * dpr));
       if (canvas.width !== w || canvas.height !== h || !image) {
         canvas.width = w; canvas.height = h;
         image = ctx.createImageData(w, h);
       }
-      const pixels = new Uint32Array(image.data.buffer), t = scene.toScreen();
+      const pixels = new Uint32Array(image.data.buffer), t = scene.toScreen().map(function (v) { return v * dpr; });
       pixels.fill(0);
       const full = scene.palette.map(function (c) { return pack(c, false); });
       const faded = scene.palette.map(function (c) { return pack(c, true); });
-      const s = scene.radius() >= 3 ? 3 : 2;  // a square of s x s pixels per point
+      const s = Math.round((scene.radius() >= 3 ? 3 : 2) * dpr);  // a square of s x s pixels per point
       // unselected points first (faded when a selection exists), then the selected ones on top
       for (let pass = selectedMask ? 0 : 1; pass < 2; pass++) {
         const colours = pass === 0 ? faded : full;
