@@ -284,11 +284,12 @@ def _compute(dataset, spec, folder, key, options, progress, cancel) -> None:
 
 
 def _check_space(folder: Path, n: int, dim: int, *, pending_rows: int) -> None:
-    """Fail before encoding when the chunks still to write plus features.npy cannot fit."""
+    """Fail before encoding when the chunks still to write plus features.npy cannot fit (both
+    are on disk at once while features.npy is assembled)."""
     row_bytes = dim * np.dtype(np.float32).itemsize
     needed = pending_rows * row_bytes + n * row_bytes + n + 2 * atomic.NPY_HEADER_BYTES
-    atomic.check_free_space(folder, needed, what=f"the embeddings of {n} images "
-                            f"({pending_rows} still to encode, then features.npy of {n} x {dim})")
+    atomic.check_free_space(folder, needed, what=f"the embeddings of {n} images as chunks, then "
+                            f"as features.npy ({n} x {dim} float32)")
 
 
 def _npy_header(shape: tuple[int, int]) -> bytes:
