@@ -171,7 +171,13 @@ def _open(source, name: str) -> Image.Image:
         return Image.open(source)
     except FileNotFoundError:
         raise ImageLoadError(name, "file not found") from None
+    except PermissionError:
+        raise ImageLoadError(name, "unreadable (permission denied)") from None
+    except IsADirectoryError:
+        raise ImageLoadError(name, "a folder, not an image file") from None
     except UnidentifiedImageError:
+        if Path(name).suffix.lower() in (".svg", ".svgz"):
+            raise ImageLoadError(name, "SVG vector image: not decoded; convert it to PNG to use it") from None
         raise ImageLoadError(name, "not an image or an unsupported format") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageLoadError(name, "too large: possible decompression bomb") from None

@@ -10,10 +10,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from ..errors import DataError
 from .cifar import CIFAR10_FOLDER, CIFAR100_FOLDER, cifar_variant, load_cifar
-from .dataset import Dataset
+from .dataset import BAD_FILE_COLUMNS, Dataset
 from .embeddings import is_embeddings_folder, load_embeddings_dataset
 from .images import IMAGE_EXTENSIONS, is_image_file
 from .manifest import MANIFEST_SUFFIXES, load_manifest
@@ -92,27 +93,36 @@ def load_dataset(spec: str | os.PathLike, *, format: str | None = None, split: s
 def load_imagefolder(root: str | os.PathLike, *, split: str = "train") -> Dataset:
     """One subfolder per class (sorted names = class order), images found recursively inside each.
 
-    Extensions are matched case-insensitively; hidden files and folders are ignored. If ``root`` holds
-    only split folders (train/, test/ or val/), the one for ``split`` is used.
+    Extensions are matched case-insensitively. If ``root`` holds only split folders (train/, test/ or
+    val/), the one for ``split`` is used. Every file or folder passed over is listed in ``bad_files``
+    with its reason: unreadable folders (permissions, a path longer than the system allows), names
+    that are not valid UTF-8, hidden files and folders inside class folders, SVG and other non-image
+    files, linked sub-folders, and images lying outside every class folder.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder {root} not found; give the folder holding one subfolder per class")
     folder = _split_folder(root, split)
-    class_dirs = _subfolders(folder)
+    passed_over_classes: list[tuple[str, str]] = []
+    class_dirs = _subfolders(folder, passed_over_classes)
     if not class_dirs:
         raise DataError(f"folder {folder} has no class subfolders; put each class's images in its own "
                         f"subfolder ({folder / 'cat' / '0001.jpg'}) or use a CSV manifest")
-    rel_paths, labels = [], []
+    rel_paths, labels, passed_over = [], [], passed_over_classes + _loose_images(folder)
     for label, class_dir in enumerate(class_dirs):
-        for rel in _image_files(class_dir, folder):
+        for rel in _image_files(class_dir, folder, passed_over):
             rel_paths.append(rel)
             labels.append(label)
     if not rel_paths:
         shown = ", ".join(sorted(IMAGE_EXTENSIONS)[:8])
+        skipped = (f"; {len(passed_over)} passed over, first {passed_over[0][0]}: {passed_over[0][1]}"
+                   if passed_over else "")
         raise DataError(f"empty dataset: no images under the class subfolders of {folder} (looked for "
-                        f"{shown}, ...); add images or point at another folder")
+                        f"{shown}, ...){skipped}; add images or point at another folder")
     keep, bad_files = screen_files(folder, rel_paths)
+    if passed_over:
+        skipped = pd.DataFrame(passed_over, columns=list(BAD_FILE_COLUMNS)).astype("object")
+        bad_files = pd.concat([skipped, bad_files], ignore_index=True)
     if not keep.size:
         raise DataError(f"no readable images under {folder}: all {len(rel_paths)} files are bad "
                         f"(first: {bad_files.iloc[0]['path']}: {bad_files.iloc[0]['reason']})")
@@ -138,17 +148,104 @@ def _split_folder(root: Path, split: str) -> Path:
                     f"split {split!r}; add one or choose another split")
 
 
-def _subfolders(folder: Path) -> list[Path]:
-    return sorted((d for d in folder.iterdir()
-                   if d.is_dir() and not d.name.startswith(".") and d.name not in SKIP_DIRS),
-                  key=lambda d: d.name)
-
-
-def _image_files(class_dir: Path, root: Path) -> list[str]:
+def _subfolders(folder: Path, passed_over: list | None = None) -> list[Path]:
+    """Class folders of ``folder``, sorted; unusable ones go to ``passed_over`` with a reason."""
+    try:
+        entries = sorted(folder.iterdir(), key=lambda d: d.name)
+    except OSError as exc:
+        raise DataError(f"cannot read the folder {folder} ({exc.strerror or exc}); check its "
+                        "permissions") from None
     found = []
-    for current, dirs, files in os.walk(class_dir):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS)
-        for name in sorted(files):
-            if not name.startswith(".") and is_image_file(name):
-                found.append(Path(os.path.relpath(os.path.join(current, name), root)).as_posix())
+    for entry in entries:
+        if not entry.is_dir() or entry.name.startswith(".") or entry.name in SKIP_DIRS:
+            continue
+        if not _is_utf8(entry.name):
+            if passed_over is not None:
+                passed_over.append((_shown(entry.name) + "/", _NOT_UTF8 + "; its images are left out"))
+            continue
+        found.append(entry)
     return found
+
+
+_NOT_UTF8 = "name is not valid UTF-8 (the bytes shown as \\x..); rename it to use it"
+SVG_EXTENSIONS = frozenset({".svg", ".svgz"})
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes arrive as lone surrogates (surrogateescape)
+        return False
+    return True
+
+
+def _shown(rel: str) -> str:
+    """A printable form of a path whose bytes are not UTF-8 (undecodable bytes as \\xNN)."""
+    return os.fsencode(rel).decode("utf-8", "backslashreplace")
+
+
+def _loose_images(folder: Path) -> list[tuple[str, str]]:
+    """Image files lying directly in the dataset folder, outside every class folder."""
+    try:
+        names = sorted(e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith("."))
+    except OSError:
+        return []
+    return [(_shown(n), "image outside every class folder: it has no label; move it into one")
+            for n in names if is_image_file(n)]
+
+
+def _image_files(class_dir: Path, root: Path, passed_over: list) -> list[str]:
+    """Image paths under ``class_dir`` (relative to ``root``, sorted); every file or folder passed
+    over is appended to ``passed_over`` as (path, reason)."""
+    found = []
+
+    def rel(*parts) -> str:
+        return Path(os.path.relpath(os.path.join(*parts), root)).as_posix()
+
+    def unreadable(exc: OSError) -> None:
+        reason = exc.strerror or type(exc).__name__
+        passed_over.append((_shown(rel(exc.filename)) + "/",
+                            f"folder cannot be read ({reason}); the files in it are left out"))
+
+    for current, dirs, files in os.walk(class_dir, onerror=unreadable):
+        kept = []
+        for name in sorted(dirs):
+            path = os.path.join(current, name)
+            reason = _skipped_folder(name, path)
+            if reason:
+                passed_over.append((_shown(rel(path)) + "/", reason))
+            else:
+                kept.append(name)
+        dirs[:] = kept
+        for name in sorted(files):
+            reason = _skipped_file(name)
+            if reason:
+                passed_over.append((_shown(rel(current, name)), reason))
+            else:
+                found.append(rel(current, name))
+    return found
+
+
+def _skipped_folder(name: str, path: str) -> str | None:
+    if not _is_utf8(name):
+        return "folder " + _NOT_UTF8
+    if name in SKIP_DIRS:
+        return "macOS archive metadata, not read"
+    if name.startswith("."):
+        return "hidden folder, not read"
+    if os.path.islink(path):
+        return "link to a folder, not followed; put the images in the class folder itself"
+    return None
+
+
+def _skipped_file(name: str) -> str | None:
+    if not _is_utf8(name):
+        return "file " + _NOT_UTF8
+    if name.startswith("."):
+        return "hidden file, ignored"
+    suffix = Path(name).suffix.lower()
+    if suffix in SVG_EXTENSIONS:
+        return "SVG vector image: not decoded; convert it to PNG to use it"
+    if not is_image_file(name):
+        return f"not an image file (extension {suffix or 'none'})"
+    return None
