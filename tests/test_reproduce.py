@@ -85,14 +85,14 @@ def test_other_settings_in_the_same_folder_are_refused(tiny, tmp_path):
         reproduce(_config(tiny, "animal10n", root, epochs=2), tmp_path / "run", cache_root=tmp_path / "c")
 
 
-def test_cifar100_symmetric_reports_precision_recall_and_the_papers_number(tiny, tmp_path):
+def test_cifar_symmetric_reports_precision_recall_and_the_papers_number(tiny, tmp_path):
     root = paper_layouts.cifar10(tmp_path / "cifar", per_batch=8)
-    results = reproduce(_config(tiny, "cifar10", root, noise="sym:0.5", backbone="preact_resnet18",
-                                epochs=1, batch_size=8, image_size=8), tmp_path / "run", cache_root=tmp_path / "c")
+    results = reproduce(_config(tiny, "cifar10", root, noise="sym:0.5", epochs=1, batch_size=8),
+                        tmp_path / "run", cache_root=tmp_path / "c")
     sel = results["selection"]
     assert results["preset"] == "cifar10-sym" and 0 <= sel["precision"] <= 1 and 0 <= sel["recall"] <= 1
     assert sel["true_noise_rate"] > 0 and results["tests"]["test"]["n"] == 8
-    assert results["recipe"]["backbone"] == "preact_resnet18"
+    assert PRESET_TABLE["cifar10-sym"].backbone == "preact_resnet18" and results["overrides"]["backbone"] == "linear"
     saved = list((tmp_path / "run").glob("noise-sym-0.5-0.json"))
     assert saved, "the noisy labels are saved with the run, not in the dataset folder"
     from clipcleaner_core.reproduce import results_markdown
