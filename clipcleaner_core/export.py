@@ -7,7 +7,8 @@ explicit decision wins: "drop" removes a sample, "keep" and "relabel" keep it.
 Safety: every file is written atomically with a JSON sidecar (``<file>.json``) holding the caller's
 ``meta`` plus an ``export`` summary; an ImageFolder export is built in a hidden sibling folder and
 renamed into place, so an interrupted export leaves nothing behind; no export writes over a dataset's
-own files or inside (or around) a file-backed dataset's folder.
+own files or inside (or around) a file-backed dataset's folder. A killed ImageFolder export's hidden
+folder is removed by the next export to the same place (:mod:`clipcleaner_core.partial`).
 """
 from __future__ import annotations
 
@@ -18,9 +19,7 @@ import logging
 import os
 import platform
 import shutil
-import tempfile
 import time
-import uuid
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +31,7 @@ import pandas as pd
 from clipcleaner_core import __version__
 from clipcleaner_core.atomic import json_default, write_bytes, write_sidecar
 from clipcleaner_core.errors import Cancelled, ConfigError, DataError
+from clipcleaner_core.partial import PartialFolder
 from clipcleaner_core.paths import is_within
 
 if TYPE_CHECKING:
@@ -226,14 +226,10 @@ def _export_imagefolder(table, out: Path, dataset, names, *, link, overwrite, pr
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise DataError(f"{out} already exists and is not empty; choose a new folder or pass "
                         "overwrite=True (--overwrite) to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    building = PartialFolder(out)
+    with building as partial:  # entering also removes what killed exports left beside ``out``
         _fill_folder(partial, table[kept_mask(table)], dataset, names, link, progress, cancel)
-        _swap_into_place(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        building.commit()
 
 
 def _fill_folder(folder: Path, rows: pd.DataFrame, dataset, names, link, progress, cancel) -> None:
@@ -269,19 +265,6 @@ def _write_sample(dataset, index: int, target: Path, link: str) -> None:
         os.symlink(source.resolve(), target)
     else:
         shutil.copy2(source, target)
-
-
-def _swap_into_place(partial: Path, out: Path) -> None:
-    if not out.exists():
-        return os.rename(partial, out)
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(out, old)
-    try:
-        os.rename(partial, out)
-    except OSError:
-        os.rename(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _class_folders(names) -> dict[int, str]:
