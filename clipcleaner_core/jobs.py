@@ -187,6 +187,8 @@ class JobRunner:
                     continue
                 if job.pid is not None:
                     signal_group(job.pid, signal.SIGKILL)  # leftovers of a dead supervisor
+                if self._record_from_heartbeat(job):
+                    continue
                 status = "cancelled" if job.status == "cancelling" else "failed"
                 self.catalogue.update_job(job.id, status=status, ended=time.time(), error=reason)
                 _append_log(job.log_path, f"[jobs] marked {status} at start-up: {reason}")
@@ -196,6 +198,21 @@ class JobRunner:
         return failed
 
     # ---- internals ---------------------------------------------------------------------------
+    def _record_from_heartbeat(self, job: JobInfo) -> bool:
+        """Record the outcome a supervisor wrote to job.json before it died, if it got that far.
+
+        The supervisor writes the outcome to job.json first and to the catalogue second, so a
+        kill (or a catalogue that could not be written) between the two loses nothing.
+        """
+        final = _read_json(job.run_dir / HEARTBEAT_NAME)
+        if final.get("job_id") != job.id or final.get("status") not in FINISHED:
+            return False
+        self.catalogue.update_job(job.id, status=final["status"], exit_code=final.get("exit_code"),
+                                  ended=final.get("ended") or final.get("heartbeat"), error=final.get("error"))
+        _append_log(job.log_path, f"[jobs] recorded {final['status']} from {HEARTBEAT_NAME} at start-up "
+                                  "(the supervisor ended before it could)")
+        return True
+
     def _jobs(self) -> list[JobInfo]:
         """All jobs, oldest first."""
         return [_job_info(row) for row in self.catalogue.list_jobs()]
@@ -317,10 +334,15 @@ def _record_end(runner: JobRunner, job: JobInfo, code: int, *, cancelled: bool, 
     status = "cancelled" if cancelled else ("done" if code == 0 else "failed")
     if status == "failed" and error is None:
         error = f"the command exited with code {code}; see the log"
-    runner.catalogue.update_job(job.id, status=status, exit_code=code, ended=time.time(), error=error)
-    _beat(job, status, exit_code=code)
+    ended = time.time()
+    _beat(job, status, exit_code=code, ended=ended, error=error)  # first: reconcile() reads it
     print(f"[jobs] job {job.id} {status} (exit code {code})", flush=True)
-    runner.pump()
+    try:
+        runner.catalogue.update_job(job.id, status=status, exit_code=code, ended=ended, error=error)
+        runner.pump()
+    except CLIPCleanerError as exc:  # e.g. the disk is full: job.json keeps the outcome
+        print(f"[jobs] could not record the outcome in the catalogue: {exc}", flush=True)
+        return 1
     return 0
 
 

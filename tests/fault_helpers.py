@@ -1,6 +1,7 @@
 """Real faults for tests: a child process killed with SIGKILL at a chosen write, and a tiny disk.
 
-``run_paused(code, pause_at)`` runs ``code`` in a fresh Python process whose ``os.replace`` stops
+``run_paused(code, pause_at)`` runs ``code`` in a fresh Python process (its own session, so it
+cannot signal the test's process group) whose ``os.replace`` stops
 (forever) just before or just after the n-th move onto a given file name; the test then kills it
 with SIGKILL, which is exactly a ``kill -9`` at that instant of the write sequence.
 
@@ -68,7 +69,7 @@ def run_paused(code: str, pause_at: str, workdir: Path, *args: str) -> None:
     child = subprocess.Popen(
         [sys.executable, "-c", _PAUSE_HOOK + code, *args], cwd=ROOT,
         env=child_env(PAUSE_AT=pause_at, PAUSE_MARKER=marker),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + CHILD_TIMEOUT_S
     while not marker.exists():
         if child.poll() is not None:

@@ -187,3 +187,35 @@ def test_jobs_command_line_lists_and_tails(runner, scripts, tmp_path, capsys):
     assert f"{job_id}\tdone\ttest\tquick" in capsys.readouterr().out
     assert main([*args, "tail", str(job_id)]) == 0
     assert "working" in capsys.readouterr().out
+
+
+_SUPERVISOR_KILLED_BEFORE_RECORDING = textwrap.dedent("""
+    import os, sys, time
+    from clipcleaner_core import store
+    real_update = store.Catalogue.update_job
+
+    def update_job(self, job_id, **fields):
+        if fields.get("status") in ("done", "failed", "cancelled"):  # the outcome is known here
+            open(os.environ["PAUSE_MARKER"], "w").close()
+            time.sleep(3600)
+        return real_update(self, job_id, **fields)
+
+    store.Catalogue.update_job = update_job
+    from clipcleaner_core.jobs import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+def test_a_supervisor_killed_before_recording_the_outcome_loses_nothing(runner, scripts, tmp_path):
+    from fault_helpers import run_paused
+
+    job_id = runner.catalogue.add_job("train", [sys.executable, str(scripts / "short.py"), "0", "3"],
+                                      tmp_path / "run")
+    (tmp_path / "run").mkdir()
+    run_paused(_SUPERVISOR_KILLED_BEFORE_RECORDING, "after:never:1", tmp_path, "--db", str(runner.catalogue.db_path), "--jobs-root", str(runner.jobs_root),
+               "supervise", str(job_id))
+    assert runner.status(job_id).status == "running"  # the catalogue never heard of the end
+    assert runner.reconcile() == []
+    job = runner.status(job_id)
+    assert (job.status, job.exit_code) == ("failed", 3)
+    assert "recorded failed from job.json" in job.log_path.read_text()
