@@ -33,6 +33,7 @@ from clipcleaner_core.atomic import json_default, write_bytes, write_sidecar
 from clipcleaner_core.errors import Cancelled, ConfigError, DataError
 from clipcleaner_core.partial import PartialFolder
 from clipcleaner_core.paths import is_within
+from clipcleaner_core.schema import kept_mask  # noqa: F401  (the export keeps what the schema says)
 
 if TYPE_CHECKING:
     from clipcleaner_core.data.dataset import Dataset
@@ -164,17 +165,6 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     except (ValueError, OSError) as exc:
         raise DataError(f"cannot read score table {path}: {str(exc).splitlines()[0]}") from None
     return _coerce(table, path)
-
-
-def kept_mask(table: pd.DataFrame) -> np.ndarray:
-    """(N,) bool: samples an export keeps (``is_clean``, overridden by explicit review decisions)."""
-    _require(table, ("is_clean",))
-    keep = table["is_clean"].to_numpy(dtype=bool).copy()
-    if "review_decision" in table.columns:
-        decision = table["review_decision"].astype(object).fillna("").astype(str)
-        keep[decision.isin(["keep", "relabel"]).to_numpy()] = True
-        keep[(decision == "drop").to_numpy()] = False
-    return keep
 
 
 def table_digest(table: pd.DataFrame) -> str:

@@ -30,10 +30,10 @@ import pandas as pd
 from clipcleaner_core.atomic import format_bytes, free_bytes
 from clipcleaner_core.errors import CLIPCleanerError
 from clipcleaner_core.paths import cache_dir
+from clipcleaner_core.schema import DECISIONS
 
 log = logging.getLogger(__name__)
 
-DECISIONS = ("keep", "drop", "relabel")
 BUSY_TIMEOUT_S = 30.0
 JOB_FIELDS = ("kind", "name", "argv", "run_dir", "status", "pid", "pgid", "created", "started",
               "ended", "exit_code", "heartbeat", "error")
