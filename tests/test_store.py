@@ -176,3 +176,28 @@ def test_a_damaged_file_is_named_with_the_way_out(tmp_path):
         Catalogue(db)
     assert caught.value.kind == "damaged" and isinstance(caught.value, CLIPCleanerError)
     assert isinstance(caught.value, sqlite3.Error)  # callers treating the catalogue as optional still can
+
+
+_DECIDES_FOREVER = textwrap.dedent("""
+    import os, sys
+    from clipcleaner_core.store import Catalogue
+    catalogue = Catalogue(sys.argv[1])
+    for batch in range(10_000):
+        catalogue.record_decisions("fp", [(i, "relabel", batch) for i in range(200)])
+        if batch == 20:
+            open(os.environ["PAUSE_MARKER"], "w").close()  # the kill lands during later batches
+""")
+
+
+def test_kill_9_while_saving_decisions_keeps_every_committed_batch_whole(tmp_path):
+    from fault_helpers import run_paused
+
+    db = tmp_path / "catalogue.sqlite"
+    run_paused(_DECIDES_FOREVER, "after:never:1", tmp_path, str(db))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        batches = conn.execute("SELECT b.n, COUNT(d.id) FROM decision_batches b LEFT JOIN decisions d "
+                               "ON d.batch_id = b.batch_id GROUP BY b.batch_id").fetchall()
+    assert len(batches) >= 21 and all(n == count == 200 for n, count in batches)
+    latest = Catalogue(db).decisions("fp")
+    assert len(latest) == 200 and set(latest["final_label"]) == {len(batches) - 1}

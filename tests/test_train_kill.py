@@ -1,4 +1,5 @@
-"""train(): a kill -9 at any instant of the end-of-epoch writes leaves a resumable run.
+"""train(): a kill -9 at any instant of the end-of-epoch writes, or a full disk, leaves a
+resumable run; an unreadable resume point is named with the way out.
 
 Each case runs training in a child process that stops at one write (before or after a file is
 moved into place), kills it with SIGKILL, resumes in this process and checks that every finished
@@ -94,3 +95,14 @@ def test_a_full_disk_during_training_stops_with_one_message_and_resumes(tmp_path
     resumed = _train(tmp_path / "run")
     assert resumed.resumed_from_epoch == 1 and resumed.state == "finished"
     assert [m["epoch"] for m in resumed.metrics] == list(range(1, EPOCHS + 1))
+
+
+def test_an_unreadable_resume_state_is_named_with_the_way_out(tmp_path):
+    from clipcleaner_core.errors import CLIPCleanerError
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "last_state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CLIPCleanerError, match=rf"cannot read the resume point {run_dir / 'last_state.pt'}: "
+                                               rf"it is damaged .*delete the folder {run_dir} to start the run over"):
+        _train(run_dir)

@@ -131,8 +131,9 @@ class RunDir:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - torch raises several types for a bad file
-            raise CLIPCleanerError(f"cannot read the resume point {path} ({type(exc).__name__}: "
-                                   f"{exc}); delete the folder {self.path} to start the run over") from exc
+            raise CLIPCleanerError(f"cannot read the resume point {path}: it is damaged or not a "
+                                   f"checkpoint this app wrote ({type(exc).__name__}); delete the folder "
+                                   f"{self.path} to start the run over") from exc
         if "model" not in state and not (self.path / LAST).exists():
             return None
         return state
