@@ -83,3 +83,20 @@ def test_cli_select_gives_the_same_table(tmp_path, problem):
     for column in ("is_label_issue", "suggested_label", "given_label", "is_noisy"):
         np.testing.assert_array_equal(from_cli[column].to_numpy(), direct[column].to_numpy())
     np.testing.assert_allclose(from_cli["label_score"], direct["label_score"], rtol=1e-9)
+
+
+def test_clean_gives_what_the_cli_run_writes(tmp_path):
+    import os
+
+    from clipcleaner_core import clean
+
+    cache = tmp_path / "cache"
+    result = clean("demo", theta_cons=0.7, cache_root=cache)
+    out = tmp_path / "run.csv"
+    env = {**os.environ, "CLIPCLEANER_CACHE": str(cache)}
+    subprocess.run([sys.executable, "-m", "clipcleaner_core", "run", "--data", "demo", "--model", "pixels",
+                    "--theta-cons", "0.7", "--out", out], check=True, capture_output=True, env=env)
+    from_cli = pd.read_csv(out, keep_default_na=False)
+    assert result.metrics["f1"] > 0.9
+    for column in ("index", "is_label_issue", "suggested_label", "final_label"):
+        np.testing.assert_array_equal(from_cli[column].to_numpy(), result.table[column].to_numpy())
