@@ -123,10 +123,24 @@ def no_space_error(folder: Path, *, what: str, needed: int | None = None,
     if free is not None:
         amounts.append(f"{format_bytes(free)} free")
     detail = f" ({', '.join(amounts)})" if amounts else ""
+    elsewhere = " (or point the cache elsewhere with CLIPCLEANER_CACHE)" if _in_cache(folder) else ""
     return StorageError(
-        f"not enough disk space in {folder} to write {what}{detail}; free some space there (or "
-        "point the cache elsewhere with CLIPCLEANER_CACHE) and run again: finished work is kept.",
+        f"not enough disk space in {folder} to write {what}{detail}; free some space there{elsewhere} "
+        "and run again: nothing was left half-written, and finished work is kept.",
         folder=folder, needed=needed, free=free, code=errno.ENOSPC)
+
+
+def _cache_hint(folder: Path) -> str:
+    return " (for the cache: set CLIPCLEANER_CACHE)" if _in_cache(folder) else ""
+
+
+def _in_cache(folder: Path) -> bool:
+    from clipcleaner_core.paths import cache_dir, is_within
+
+    try:
+        return is_within(folder, cache_dir())
+    except OSError:
+        return False
 
 
 def storage_error(exc: OSError, folder: Path, *, what: str, needed: int | None = None,
@@ -145,11 +159,11 @@ def storage_error(exc: OSError, folder: Path, *, what: str, needed: int | None =
         return no_space_error(folder, what=what, needed=needed)
     if exc.errno in _READ_ONLY:
         return StorageError(f"cannot write {what}: {folder} is on a read-only file system; choose a "
-                            "writable folder (for the cache: set CLIPCLEANER_CACHE).", folder=folder,
+                            f"writable folder{_cache_hint(folder)}.", folder=folder,
                             code=exc.errno)
     if target_only and exc.errno in (errno.EACCES, errno.EPERM):
         return StorageError(f"cannot write {what}: no permission to write in {folder}; make it writable "
-                            "or choose another folder (for the cache: set CLIPCLEANER_CACHE).", folder=folder,
+                            f"or choose another folder{_cache_hint(folder)}.", folder=folder,
                             code=exc.errno)
     if exc.errno == errno.EIO:
         return StorageError(f"input/output error while writing {what} in {folder}: the disk may be "

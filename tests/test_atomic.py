@@ -105,7 +105,7 @@ def test_a_full_or_read_only_small_disk_gives_one_message(tmp_path):
     assert out["error"].startswith(f"not enough disk space in {disk} to write big.npy (needs 1.1 MiB")
     assert out["after_error"] == [] and out["small_ok"]
     assert out["read_only"] == (f"cannot write t.txt: {disk}/sub is on a read-only file system; choose a "
-                                "writable folder (for the cache: set CLIPCLEANER_CACHE).")
+                                "writable folder.")
 
 
 def test_temp_files_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
@@ -175,3 +175,13 @@ def test_temp_files_of_older_versions_are_removed_once_old_and_others_never(tmp_
     os.utime(foreign, (hours_ago, hours_ago))
     assert atomic.remove_stale_temps(tmp_path) == [old]
     assert fresh.exists() and foreign.exists()
+
+
+def test_the_cache_hint_is_given_only_for_folders_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPCLEANER_CACHE", str(tmp_path / "cache"))
+    inside = atomic.no_space_error(tmp_path / "cache" / "fits", what="a.npz", needed=10, free=1)
+    outside = atomic.no_space_error(tmp_path / "exports", what="scores.csv", needed=10, free=1)
+    assert "CLIPCLEANER_CACHE" in str(inside) and "CLIPCLEANER_CACHE" not in str(outside)
+    assert str(outside) == (f"not enough disk space in {tmp_path / 'exports'} to write scores.csv (needs 10 B, "
+                            "1 B free); free some space there and run again: nothing was left half-written, "
+                            "and finished work is kept.")
