@@ -8,10 +8,15 @@ message names the fixes, in well under a second (open_clip itself would retry fo
 """
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import difflib
 import json
 import logging
 import os
+import socket
+import urllib.parse
+import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -200,8 +205,11 @@ def _resolve_tag(model: str, tag: str, tag_cfg: dict, allow_download: bool) -> W
     if allow_download:
         import open_clip
 
-        logger.info("downloading weights for %s/%s (this can be several hundred MB)", model, tag)
-        path = Path(open_clip.pretrained.download_pretrained(tag_cfg))
+        what = f"{model} / {tag}"
+        check_network(_hub_endpoint() if repo else url, what)
+        logger.info("downloading weights for %s (this can be several hundred MB)", what)
+        with _download_errors(what):
+            path = Path(open_clip.pretrained.download_pretrained(tag_cfg))
         return _tag_source(model, tag, tag_cfg, path, "downloaded")
     where = f"{repo}/{names[0]}" if repo else url
     _raise_unavailable(model, tag, f"{where} is not in the local cache", (repo, names[0]) if repo else None)
@@ -220,11 +228,13 @@ def _resolve_hf_repo(repo: str, allow_download: bool) -> WeightsSource:
     if (config is None or weights is None) and allow_download:
         from huggingface_hub import hf_hub_download
 
-        config = Path(hf_hub_download(repo, CONFIG_NAME))
-        try:
-            weights = Path(hf_hub_download(repo, SAFE_WEIGHTS))
-        except Exception:  # noqa: BLE001 - older repos only ship the torch file
-            weights = Path(hf_hub_download(repo, TORCH_WEIGHTS))
+        check_network(_hub_endpoint(), HF_PREFIX + repo)
+        with _download_errors(HF_PREFIX + repo):
+            config = Path(hf_hub_download(repo, CONFIG_NAME))
+            try:
+                weights = Path(hf_hub_download(repo, SAFE_WEIGHTS))
+            except Exception:  # noqa: BLE001 - older repos only ship the torch file
+                weights = Path(hf_hub_download(repo, TORCH_WEIGHTS))
         status = "downloaded"
     if config is None or weights is None or config.parent != weights.parent:
         _raise_unavailable(HF_PREFIX + repo, None, f"{repo} is not in the local cache", (repo, SAFE_WEIGHTS))
@@ -244,6 +254,72 @@ def _resolve_local_dir(folder: Path) -> WeightsSource:
         )
     return WeightsSource(kind="local-dir", path=folder.resolve(), status="local file",
                          identity={**_file_identity(weights), "kind": "local-dir"})
+
+
+NETWORK_PROBE_SECONDS = 5.0
+"""How long the connectivity probe before a download waits (open_clip alone retries for ~a minute)."""
+
+
+def _hub_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def check_network(url: str, what: str, *, timeout: float = NETWORK_PROBE_SECONDS) -> None:
+    """Raise WeightsUnavailableError within ``timeout`` seconds when ``url``'s host (or the HTTPS
+    proxy in the environment) cannot be reached, or when HF_HUB_OFFLINE forbids downloads."""
+    from huggingface_hub import constants
+
+    fix = (f"copy the weights for {what} from a connected machine and pass --pretrained "
+           "/path/to/open_clip_model.safetensors, or use --model pixels")
+    if constants.HF_HUB_OFFLINE:
+        raise _unavailable("HF_HUB_OFFLINE is set", f"Cannot download the weights for {what}: "
+                           f"HF_HUB_OFFLINE=1 (or TRANSFORMERS_OFFLINE=1) forbids downloads. Unset it "
+                           f"to download, or {fix}.")
+    target = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(target.scheme or "https")
+    via = ""
+    if proxy and not urllib.request.proxy_bypass(target.hostname or ""):
+        proxy_url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port, via = proxy_url.hostname, proxy_url.port or 8080, f" through the proxy {proxy}"
+    else:
+        host, port = target.hostname, target.port or (443 if target.scheme != "http" else 80)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        attempt = pool.submit(_connect, host, port, timeout)
+        try:
+            error = attempt.result(timeout=timeout + 0.5)  # name lookup has no timeout of its own
+        except concurrent.futures.TimeoutError:
+            error = f"no answer within {timeout:g} s"
+        finally:
+            pool.shutdown(wait=False)
+    if error:
+        raise _unavailable(f"the network is unreachable ({error})",
+                           f"Cannot download the weights for {what}: the network is unreachable "
+                           f"({host}:{port}{via}: {error}). Connect this machine, or {fix}.")
+
+
+def _connect(host: str, port: int, timeout: float) -> str | None:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+
+
+@contextlib.contextmanager
+def _download_errors(what: str):
+    """Turn any failure of a download into a WeightsUnavailableError naming the fix."""
+    try:
+        yield
+    except WeightsUnavailableError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - requests, httpx, hub and OS errors alike
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _unavailable(f"download failed ({text})",
+                           f"Downloading the weights for {what} failed: {text[:300]}. Check the "
+                           "connection and the free space, or pass a local checkpoint with "
+                           "--pretrained /path/to/open_clip_model.safetensors.") from None
 
 
 def _unavailable(reason: str, message: str) -> WeightsUnavailableError:
