@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from clipcleaner_core import __version__
-from clipcleaner_core.atomic import json_default, write_bytes, write_sidecar
+from clipcleaner_core.atomic import StorageError, json_default, write_bytes, write_sidecar
 from clipcleaner_core.errors import Cancelled, ConfigError, DataError
 from clipcleaner_core.partial import PartialFolder
 from clipcleaner_core.paths import is_within
@@ -85,6 +85,8 @@ def export(table: pd.DataFrame, fmt: str, out: str | os.PathLike, *, dataset: "D
     try:
         _write(table, fmt, out, dataset, names, meta=meta, link=link, clean_only=clean_only,
                overwrite=overwrite, progress=progress, cancel=cancel)
+    except StorageError:
+        raise  # already names the folder, the space needed and free, and the fix
     except OSError as exc:
         raise DataError(f"cannot write the {fmt} export to {out}: {exc.strerror or exc}; check that the "
                         "folder is writable and has free space (nothing was left half-written)") from exc
