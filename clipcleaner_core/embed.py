@@ -164,8 +164,11 @@ def embed_texts(
     if not isinstance(encoder, Encoder):
         encoder = _encoder(spec, allow_download)
     features = encoder.encode_text(texts).astype(np.float32, copy=False)
-    atomic.save_npy(path, features)
-    atomic.write_sidecar(path, {"encoder": identity, "texts": texts, "created": time.time()})
+    try:
+        atomic.save_npy(path, features)
+        atomic.write_sidecar(path, {"encoder": identity, "texts": texts, "created": time.time()})
+    except atomic.StorageError as exc:  # the features are right here; only the cache copy failed
+        logger.warning("text features not cached: %s", exc)
     return features
 
 

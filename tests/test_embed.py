@@ -278,3 +278,9 @@ def test_a_disk_filling_up_during_embedding_gives_one_line_and_a_resumable_run(t
     assert out["encoded"] == [list(range(7))]  # the second run only assembles
     reference = embed_dataset(memory_dataset(n=400), PIXELS, cache_root=tmp_path / "ref")
     assert bytes.fromhex(out["features"]) == np.asarray(reference.image_features).tobytes()
+
+
+def test_text_features_are_returned_even_when_the_cache_cannot_be_written(tmp_path, tiny_spec, monkeypatch):
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    features = embed_texts(tiny_spec, ["a photo of a cat."], cache_root=tmp_path)
+    assert features.shape == (1, 32) and not list((tmp_path / "text_embeddings").glob("*.npy"))
