@@ -23,6 +23,7 @@
   mark("script");
 
   let n = 0, positions = null, ids = null, codes = null, grid = null, bounds = null, selectedMask = null;
+  let background = [255, 255, 255];  // the page's, from Streamlit's theme: faded points blend into it
   let current = null, palette = [], hover = null, hoverRequested = null, drag = null, lastHeight = 0;
 
   function send(type, data) {
@@ -144,6 +145,7 @@
   const scene = {  // what the renderers draw (renderers.js)
     get n() { return n; }, get positions() { return positions; }, get codes() { return codes; },
     get palette() { return palette; }, get selectedMask() { return selectedMask; }, get view() { return view; },
+    get background() { return background; },
     toScreen: toScreen, radius: radius };
 
   function chooseRenderer(preference) {
@@ -377,6 +379,7 @@
     if (!state.renders) mark("args");
     current = args;
     if (theme && theme.textColor) document.body.style.color = theme.textColor;
+    if (theme && /^#[0-9a-f]{6}$/i.test(theme.backgroundColor || "")) background = rgb(theme.backgroundColor);
     legend(args);
     resize(args);
     chooseRenderer(args.renderer);

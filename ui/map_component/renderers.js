@@ -13,7 +13,7 @@ window.mapRenderers = (function () {
     const name = info ? String(gl.getParameter(info.UNMASKED_RENDERER_WEBGL)) : "";
     const lose = gl.getExtension("WEBGL_lose_context");
     if (lose) lose.loseContext();
-    return /swiftshader|llvmpipe|softpipe|software/i.test(name);
+    return /swiftshader|llvmpipe|softpipe|software|basic render/i.test(name);
   }
 
   function deckRenderer(mapEl, scene) {
@@ -62,9 +62,10 @@ window.mapRenderers = (function () {
     canvas.style.cssText = "position:absolute;inset:0;width:100%;height:100%";
     mapEl.prepend(canvas);
     let image = null, packed = null;
-    function pack(c, fade) {  // little-endian RGBA as one uint32; faded = mixed with white
-      const f = fade ? 0.8 : 0, r = Math.round(c[0] + (255 - c[0]) * f), g = Math.round(c[1] + (255 - c[1]) * f);
-      const b = Math.round(c[2] + (255 - c[2]) * f);
+    function pack(c, fade) {  // little-endian RGBA as one uint32; faded = mostly the page's background
+      const f = fade ? 0.8 : 0, bg = scene.background;
+      const r = Math.round(c[0] + (bg[0] - c[0]) * f), g = Math.round(c[1] + (bg[1] - c[1]) * f);
+      const b = Math.round(c[2] + (bg[2] - c[2]) * f);
       return ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0;
     }
     function paint() {
