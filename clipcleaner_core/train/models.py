@@ -126,9 +126,13 @@ def _torchvision_resnet(name: str, num_classes: int, weights_path: str | None) -
     model = getattr(torchvision.models, name)(weights=None)
     path = _find_imagenet_weights(name, weights_path)
     if path is not None:
-        state = _load_state(path)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        state = {k: v for k, v in _load_state(path).items() if not k.startswith("fc.")}
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # tensors of the wrong shapes
+            raise WeightsUnavailableError(
+                f"{path} does not hold {name} weights ({str(exc).strip().splitlines()[-1][:200]}); "
+                f"pass a torchvision {name} checkpoint as --backbone-weights.") from None
         if unexpected or set(missing) - {"fc.weight", "fc.bias"}:
             raise WeightsUnavailableError(
                 f"{path} does not hold {name} weights (unexpected {unexpected[:3]}, missing "
@@ -160,9 +164,26 @@ def _find_imagenet_weights(name: str, weights_path: str | None) -> Path | None:
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """The state dict in ``path`` (safetensors, or torch weights loaded with weights_only=True).
 
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    Anything else, a pickle carrying code included, is refused with a WeightsUnavailableError.
+    """
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling, safetensors, zip and OS errors alike
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise WeightsUnavailableError(
+            f"backbone weights {path} cannot be loaded safely ({type(exc).__name__}: {reason}); only "
+            "safetensors files and plain torch state dicts are read (code inside a pickle is never "
+            "run): pass a torchvision checkpoint, or leave --backbone-weights out.") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsUnavailableError(f"backbone weights {path} is not a state dict of tensors; pass a "
+                                      "torchvision checkpoint (.pth or .safetensors).")
+    return state
