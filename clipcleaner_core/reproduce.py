@@ -250,20 +250,35 @@ def _selection_stage(config, out, data: TrainingData, cache_root, say) -> dict:
 
 
 def _partial_truth_metrics(dataset, table) -> dict:
-    """Precision / recall of the clean set where only which samples are noisy is known (Red noise)."""
-    if dataset.kind != "red-mini-imagenet" or dataset.true_labels is not None:
-        return {}
-    from clipcleaner_core.data.red_mini_imagenet import red_noisy_mask
-
-    noisy = red_noisy_mask(dataset)
-    if noisy is None:
+    """Precision / recall of the clean set where the truth is known only in part: which Red
+    Mini-ImageNet web images are wrongly labelled, or Clothing1M's hand-checked subset."""
+    if dataset.true_labels is not None:
         return {}
     rows = table["index"].to_numpy()
     kept = table["is_clean"].to_numpy(dtype=bool)
-    clean = ~noisy[rows]
-    return {"precision": float(clean[kept].mean()) if kept.any() else float("nan"),
-            "recall": float(kept[clean].mean()) if clean.any() else float("nan"),
-            "true_noise_rate": float(noisy.mean()), "truth": "web-image annotations (noisy or not)"}
+    if dataset.kind == "red-mini-imagenet":
+        from clipcleaner_core.data.red_mini_imagenet import red_noisy_mask
+
+        noisy = red_noisy_mask(dataset)
+        if noisy is None:
+            return {}
+        truth, correct = "web-image annotations (noisy or not)", ~noisy[rows]
+    elif dataset.kind == "clothing1m":
+        from clipcleaner_core.data.clothing1m import clean_labels_of
+
+        checked, clean_labels = clean_labels_of(dataset)
+        if not len(checked):
+            return {}
+        known = np.isin(rows, checked)
+        position = np.searchsorted(checked, rows[known])
+        rows, kept = rows[known], kept[known]
+        correct = dataset.labels[rows] == clean_labels[position]
+        truth = f"the {len(rows)} hand-checked images (clean_label_kv.txt) among them"
+    else:
+        return {}
+    return {"precision": float(correct[kept].mean()) if kept.any() else float("nan"),
+            "recall": float(kept[correct].mean()) if correct.any() else float("nan"),
+            "true_noise_rate": float(1 - correct.mean()), "truth": truth}
 
 
 # --- stage 2: MixFix training --------------------------------------------------------------------

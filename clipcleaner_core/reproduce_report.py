@@ -108,6 +108,7 @@ def results_markdown(results: dict) -> str:
     lines += ["", f"Selection: kept {sel['kept']} of {sel['n']} samples "
               f"({pct(sel['kept'] / sel['n'] if sel['n'] else None)} %)"
               + (f"; precision {pct(sel['precision'])} %, recall {pct(sel['recall'])} %"
+                 + (f" (measured on {sel['truth']})" if sel.get("truth") else "")
                  if sel.get("precision") is not None else "; no ground truth, so no precision / recall") + ".", ""]
     return "\n".join(lines)
 

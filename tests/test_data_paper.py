@@ -4,7 +4,7 @@ import pytest
 
 import paper_layouts
 from clipcleaner_core.data import apply_noise, load_dataset
-from clipcleaner_core.data.clothing1m import balanced_subsample, load_clothing1m
+from clipcleaner_core.data.clothing1m import balanced_subsample, clean_labels_of, load_clothing1m
 from clipcleaner_core.data.idn_files import check_clean_labels, read_label_pair_csv
 from clipcleaner_core.data.noise import NoiseSpec
 from clipcleaner_core.data.red_mini_imagenet import RED_MINI_IMAGENET_CLASSES, red_noisy_mask
@@ -177,3 +177,13 @@ def test_cifar10_idn_malformed_line_is_named(tmp_path):
     path.write_text("label,label_noisy\n1,2\n3;4\n")
     with pytest.raises(DataError, match=r"dependent0\.1\.csv line 3"):
         read_label_pair_csv(path)
+
+
+def test_clothing1m_hand_checked_training_images_give_partial_truth(tmp_path):
+    root = paper_layouts.clothing1m(tmp_path / "c")
+    train = load_dataset(root)
+    assert len(clean_labels_of(train)[0]) == 0  # only test / val images are checked
+    with open(root / "clean_label_kv.txt", "a") as kv:
+        kv.write(f"{train.paths[5]} 13\n{train.paths[2]} {train.labels[2]}\n")
+    rows, labels = clean_labels_of(train)
+    assert rows.tolist() == [2, 5] and labels.tolist() == [train.labels[2], 13]

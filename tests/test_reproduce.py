@@ -145,6 +145,10 @@ def test_webvision_reports_both_test_sets(tiny, tmp_path):
 
 def test_clothing1m_trains_on_a_balanced_subsample_of_the_full_list(tiny, tmp_path):
     root = paper_layouts.clothing1m(tmp_path / "clothing1M")
+    keys = (root / "noisy_train_key_list.txt").read_text().split()
+    checked = [f"{k} {(i // 3 + (i % 2)) % 14}" for i, k in enumerate(keys) if i % 3 < 2]  # half wrong
+    with open(root / "clean_label_kv.txt", "a") as kv:
+        kv.write("\n".join(checked) + "\n")
     out = tmp_path / "run"
     results = reproduce(_config(tiny, "clothing1m", root, subsample=28, epochs=1), out, cache_root=tmp_path / "c")
     table = pd.read_csv(out / "selection.csv")
@@ -155,6 +159,9 @@ def test_clothing1m_trains_on_a_balanced_subsample_of_the_full_list(tiny, tmp_pa
     assert [full.paths[i] for i in table["index"]] == table["path"].tolist()
     assert json.loads((out / "train" / "config.json").read_text())["run"]["train_rows"] == 28
     assert results["tests"]["test"]["paper"] == pytest.approx(0.749)
+    sel = results["selection"]  # truth on the hand-checked part of the subsample only
+    assert "hand-checked" in sel["truth"] and 0 <= sel["precision"] <= 1 and 0.3 < sel["true_noise_rate"] < 0.7
+    assert "measured on the" in (out / "results.md").read_text()
 
 
 def test_several_gpus_train_under_torchrun(tiny, tmp_path, monkeypatch):
