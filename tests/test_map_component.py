@@ -347,6 +347,19 @@ def test_map_draws_recolours_hovers_and_selects_in_a_browser(served, renderer):
         assert chosen.tolist() == list(range(1000 + n // 2, 1000 + n))
         page.screenshot(path=str(folder.parent / f"map-{renderer}.png"))
 
+        fitted = page.evaluate(STATE_JS)["view"]  # the wheel zooms at the cursor, Pan drags, Reset view fits
+        page.mouse.move(frame["x"] + w / 2, frame["y"] + mid_y)
+        page.mouse.wheel(0, -300)
+        page.wait_for_function(f"(z) => ({STATE_JS})().view.zoom > z + 0.2", arg=fitted["zoom"], timeout=10_000)
+        the_map.get_by_role("button", name="Pan").click()
+        zoomed = page.evaluate(STATE_JS)["view"]
+        drag(page, frame, [(w / 2, mid_y), (w / 2 - 120, mid_y)])
+        page.wait_for_function(f"(x) => ({STATE_JS})().view.x > x", arg=zoomed["x"], timeout=10_000)
+        assert page.evaluate("window.values.length") == 2  # panning selects nothing
+        the_map.get_by_role("button", name="Reset view").click()
+        page.wait_for_function(f"(z) => Math.abs(({STATE_JS})().view.zoom - z) < 1e-9", arg=fitted["zoom"],
+                               timeout=10_000)
+
         send(page, folder, cluster_payload(two_clusters(shift=3.0), codes, renderer))  # a new layout
         page.wait_for_function(f"() => ({STATE_JS})().draws >= 2", timeout=30_000)
         state = page.evaluate(STATE_JS)

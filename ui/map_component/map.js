@@ -165,7 +165,7 @@
   function panLater() {  // coalesce wheel / drag moves into one draw per frame
     hideTip();
     if (panFrame) return;
-    panFrame = requestAnimationFrame(function () { panFrame = 0; renderer.pan(); });
+    panFrame = requestAnimationFrame(function () { panFrame = 0; renderer.pan(); state.view = Object.assign({}, view); });
   }
 
   function legend(args) {
@@ -399,6 +399,7 @@
     palette = args.palette.map(rgb);
     if (fresh && n) fitView();
     await redraw(true);
+    state.view = Object.assign({}, view);
     message(n ? "" : "No points to draw.");
     if (fresh) mark("drawn");
     if (args.hover_version !== hoverRequested) {  // after the points are on screen
