@@ -45,10 +45,10 @@ def upload_source() -> None:
     )
     if upload is None or st.session_state.get("loaded_upload") == upload.file_id:
         return
-    with state.user_errors(stop=True):
+    with state.user_errors():
         path = save_upload(upload.getvalue(), upload.name)
-    st.session_state["loaded_upload"] = upload.file_id
-    switch_dataset(str(path), "manifest" if path.is_file() else None)
+        st.session_state["loaded_upload"] = upload.file_id
+        switch_dataset(str(path), "manifest" if path.is_file() else None)
 
 
 def choose_source() -> None:

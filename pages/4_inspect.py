@@ -196,6 +196,7 @@ def grid(dataset, table, page_rows, names, result):
 st.title("Inspect flagged samples")
 st.caption("Review the samples the selection flagged. Keep overrides the flag, drop removes the sample, "
            "relabel sets a new label; every decision is saved at once and can be undone.")
+st.session_state["current_page"] = "Inspect"  # the address bar then carries the view below
 prepared, result = load()
 names = list(prepared.dataset.class_names)
 flagged_by_scores = ~np.asarray(result.selection.clean_mask, dtype=bool)

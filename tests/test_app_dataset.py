@@ -13,7 +13,9 @@ PAGE = "pages/1_dataset.py"
 
 
 @pytest.fixture()
-def at():
+def at(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # the home folder is a default data root
+    monkeypatch.delenv("CLIPCLEANER_DATA_ROOTS", raising=False)
     return open_app(PAGE)
 
 
@@ -49,19 +51,59 @@ def test_symmetric_noise_changes_the_flip_rate_and_keeps_truth(at):
     assert (noise.mode, noise.rate) == ("sym", 0.2)
 
 
-def test_path_outside_data_roots_names_the_setting(at, tmp_path, monkeypatch):
-    monkeypatch.setenv("CLIPCLEANER_DATA_ROOTS", str(tmp_path))
+def load_folder(at, path):
     at.radio(key="dataset_source").set_value("ImageFolder path").run()
-    at.text_input(key="path_imagefolder").input("/etc")
+    at.text_input(key="path_imagefolder").input(str(path))
     at.button(key="load_imagefolder").click().run()
-    assert not at.exception
-    assert any("CLIPCLEANER_DATA_ROOTS" in e.value for e in at.error)
+    assert not at.exception, at.exception
+
+
+def test_path_outside_data_roots_says_how_to_add_one(at):
+    load_folder(at, "/etc")
+    assert any("outside the folders this app may use" in e.value and "Folders this app may use" in e.value
+               for e in at.error)
     assert metric(at, "Images") == "1,797"  # the demo stays active
     assert at.session_state["clipcleaner_active"].dataset_spec == "demo"
 
 
-def test_imagefolder_path_loads_with_bad_files_listed(at, tmp_path, monkeypatch):
-    monkeypatch.setenv("CLIPCLEANER_DATA_ROOTS", str(tmp_path))
+def test_a_class_folder_symlinked_outside_the_roots_is_refused(at, tmp_path, tmp_path_factory):
+    outside = write_imagefolder(tmp_path_factory.mktemp("outside") / "pets", corrupt=False)
+    root = tmp_path / "mixed"
+    root.mkdir()
+    (root / "cat").symlink_to(outside / "cat", target_is_directory=True)
+    write_imagefolder(tmp_path / "other", corrupt=False)
+    (root / "dog").symlink_to(tmp_path / "other" / "dog", target_is_directory=True)  # inside: fine
+    load_folder(at, root)
+    assert any("lead outside the folders this app may read" in e.value and str(outside / "cat") in e.value
+               for e in at.error), [e.value for e in at.error]
+    assert at.session_state["clipcleaner_active"].dataset_spec == "demo"
+
+
+def test_adding_a_data_root_needs_a_confirmation_and_is_remembered(at, tmp_path_factory):
+    from clipcleaner_core.paths import added_roots, remove_data_root
+
+    data = tmp_path_factory.mktemp("shared-data")
+    root = write_imagefolder(data / "pets", corrupt=False)
+    roots_box = next(e for e in at.expander if e.label.startswith("Folders this app may use"))
+    assert any("default (home folder)" in c.value for c in roots_box.caption)
+    at.text_input(key="root_new").input(str(data))
+    at.button[[b.label for b in at.button].index("Add folder")].click().run()
+    assert any("Tick" in e.value for e in at.error) and data not in added_roots()
+    at.text_input(key="root_new").input(str(data))
+    at.checkbox(key="root_confirm").check()
+    at.button[[b.label for b in at.button].index("Add folder")].click().run()
+    assert not at.exception, at.exception
+    try:
+        assert data.resolve() in added_roots()  # kept in the cache: survives a restart
+        assert any(str(data.resolve()) in m.value for m in at.markdown)
+        load_folder(at, root)
+        assert not at.error, [e.value for e in at.error]
+        assert metric(at, "Images") == "6"
+    finally:
+        remove_data_root(data)
+
+
+def test_imagefolder_path_loads_with_bad_files_listed(at, tmp_path):
     root = write_imagefolder(tmp_path / "pets")
     at.radio(key="dataset_source").set_value("ImageFolder path").run()
     at.text_input(key="path_imagefolder").input(str(root))

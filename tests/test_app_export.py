@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from app_helpers import open_app
+from app_helpers import open_app, run_until_ready
 from ui.state import ActiveSettings
 
 PAGE = "pages/5_export.py"
@@ -15,17 +15,31 @@ PAGE = "pages/5_export.py"
 
 @pytest.fixture()
 def at(tmp_path, monkeypatch):
-    monkeypatch.setenv("CLIPCLEANER_DATA_ROOTS", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path))  # the home folder is a default data root
+    monkeypatch.delenv("CLIPCLEANER_DATA_ROOTS", raising=False)
     return open_app(PAGE)
 
 
-def write(at, fmt, target):
+def write(at, fmt, target=None, *, expect_ok=True):
+    """Choose ``fmt``, type the target's folder and name (default: the suggested ones), press Write
+    and wait for the export to finish."""
     at.radio(key="export_format").set_value(fmt).run()
-    at.text_input(key="export_target").input(str(target))
-    submit = next(b for b in at.button if b.label == "Write")
-    submit.click().run()
-    assert not at.exception, at.exception
+    if target is not None:
+        at.text_input(key="export_folder").input(str(Path(target).parent))
+        at.text_input(key=f"export_name_{fmt}").input(Path(target).name)
+    at.button(key="export_write").click().run()
+    finish(at)
+    if expect_ok:
+        assert not at.error, [e.value for e in at.error]
     return at
+
+
+def finish(at):
+    task = at.session_state["export_task"] if "export_task" in at.session_state else None
+    if task is not None:
+        task.wait(120)
+        at.run()
+    assert not at.exception, at.exception
 
 
 def test_page_summarises_the_selection(at):
@@ -80,13 +94,12 @@ def test_manifest_of_an_image_folder_lists_the_kept_files(at, tmp_path):
             pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8) // (2 if name == "cat" else 1)
             Image.fromarray(pixels).save(tmp_path / "pets" / name / f"{i}.png")
     at.session_state["clipcleaner_active"] = ActiveSettings(dataset_spec=str(tmp_path / "pets"))
-    at.run()
-    assert not at.exception, at.exception
+    run_until_ready(at)
     kept = int(next(m.value for m in at.metric if m.label == "Kept (clean)").replace(",", ""))
-    write(at, "manifest", tmp_path / "pets" / "clean.csv")
-    manifest = pd.read_csv(tmp_path / "pets" / "clean.csv")
+    write(at, "manifest", tmp_path / "out" / "clean.csv")
+    manifest = pd.read_csv(tmp_path / "out" / "clean.csv")
     assert list(manifest.columns)[:2] == ["path", "label"] and len(manifest) == kept
-    assert (tmp_path / "pets" / manifest["path"][0]).is_file()
+    assert (tmp_path / "out" / manifest["path"][0]).resolve().is_file()
 
 
 def test_imagefolder_tree_of_kept_images(at, tmp_path):
@@ -96,10 +109,59 @@ def test_imagefolder_tree_of_kept_images(at, tmp_path):
     assert len(files) == kept and len({f.parent.name for f in files}) == 10
 
 
-def test_path_outside_data_roots_is_refused(at, tmp_path):
-    write(at, "csv", "/etc/clipcleaner-scores.csv")
-    assert any("CLIPCLEANER_DATA_ROOTS" in e.value for e in at.error)
+def test_folder_outside_data_roots_is_refused_naming_the_control(at, tmp_path):
+    write(at, "csv", "/etc/clipcleaner-scores.csv", expect_ok=False)
+    assert any("“Export folder”" in e.value and "Dataset page" in e.value for e in at.error)
     assert not Path("/etc/clipcleaner-scores.csv").exists()
+
+
+def test_a_file_this_app_did_not_write_is_never_replaced(at, tmp_path):
+    bashrc = tmp_path / ".bashrc"
+    bashrc.write_text("export PATH=$PATH\n")
+    at.radio(key="export_format").set_value("csv").run()
+    at.text_input(key="export_folder").input(str(tmp_path))
+    at.text_input(key="export_name_csv").input(".bashrc")
+    at.button(key="export_write").click().run()
+    assert any("“File name”" in e.value and ".csv" in e.value for e in at.error)  # wrong extension
+    write(at, "recipe", tmp_path / "notes.json", expect_ok=True)  # an app-written file is fine
+    (tmp_path / "mine.json").write_text("{}")
+    write(at, "recipe", tmp_path / "mine.json", expect_ok=False)
+    assert any("was not written by this app" in e.value and "“File name”" in e.value for e in at.error)
+    assert (tmp_path / "mine.json").read_text() == "{}" and bashrc.read_text() == "export PATH=$PATH\n"
+    assert not any("overwrite=" in e.value or "--" in e.value for e in at.error)
+
+
+def test_the_suggested_name_follows_the_format(at):
+    at.radio(key="export_format").set_value("csv").run()
+    assert at.text_input(key="export_name_csv").value == "demo-csv.csv"
+    at.radio(key="export_format").set_value("recipe").run()
+    assert at.text_input(key="export_name_recipe").value == "demo-recipe.json"
+    assert at.text_input(key="export_folder").value.endswith("exports")
+
+
+def test_exporting_twice_in_two_formats_keeps_both_files(at):
+    from clipcleaner_core.paths import exports_dir
+
+    write(at, "csv")
+    write(at, "recipe")
+    assert (exports_dir() / "demo-csv.csv").is_file() and (exports_dir() / "demo-recipe.json").is_file()
+    assert len(pd.read_csv(exports_dir() / "demo-csv.csv")) == 1797
+
+
+def test_replacing_an_earlier_export_asks_first(at, tmp_path):
+    target = tmp_path / "labels.csv"
+    write(at, "csv", target)
+    first = target.stat().st_mtime_ns
+    at.button(key="export_write").click().run()
+    assert any("already exists" in w.value and "Replace it?" in w.value for w in at.warning)
+    assert target.stat().st_mtime_ns == first  # nothing written before the answer
+    at.button(key="export_keep_both").click().run()
+    assert at.text_input(key="export_name_csv").value == "labels-2.csv"
+    at.text_input(key="export_name_csv").input("labels.csv").run()
+    at.button(key="export_write").click().run()
+    at.button(key="export_confirm_replace").click().run()
+    finish(at)
+    assert target.stat().st_mtime_ns != first and any("labels.csv" in s.value for s in at.success)
 
 
 def test_download_button_offers_the_table(at):
