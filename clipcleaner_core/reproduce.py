@@ -313,7 +313,14 @@ def _train_stage(config, out, train_config, cache_root, say) -> Path:
     else:
         from clipcleaner_core.train.trainer import train
 
-        result = train(train_config, run_dir=run_dir, cache_root=cache_root)
+        def epoch_done(done: int, total: int, info: dict) -> None:
+            row = info.get("metrics")
+            if row is not None:
+                acc = "n/a" if row["test_acc"] is None else f"{row['test_acc']:.4f}"
+                say("train", f"epoch {info['epoch']}/{info['epochs']}: test accuracy {acc}, "
+                             f"set {row['train_set_size']}, relabelled {row['relabel_count']}")
+
+        result = train(train_config, run_dir=run_dir, cache_root=cache_root, progress=epoch_done)
         if result.state != "finished":
             raise CLIPCleanerError(f"training stopped ({result.state}) after {result.epochs_done} epochs; "
                                    "rerun the same command to resume it")

@@ -30,7 +30,10 @@ def _config(tiny, dataset, root, **overrides):
 def test_animal10n_end_to_end_then_a_rerun_skips_every_stage(tiny, tmp_path, monkeypatch):
     root = paper_layouts.animal10n(tmp_path / "ANIMAL-10N")
     out, cache = tmp_path / "run", tmp_path / "cache"
-    results = reproduce(_config(tiny, "animal10n", root), out, cache_root=cache)
+    said = []
+    results = reproduce(_config(tiny, "animal10n", root), out, cache_root=cache,
+                        progress=lambda stage, message: said.append(f"{stage}: {message}"))
+    assert any(line.startswith("train: epoch 2/2: test accuracy") for line in said), said
     assert results["preset"] == "animal10n" and results["recipe"]["theta_r2"] == 0.95
     assert results["recipe"]["beta"] == 0.5 and not results["is_paper_recipe"]
     test = results["tests"]["test"]
