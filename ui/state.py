@@ -23,9 +23,10 @@ from clipcleaner_core.encoders import EncoderSpec
 from clipcleaner_core.errors import Cancelled, CLIPCleanerError, DataError
 from clipcleaner_core.paths import paths_outside_roots
 from clipcleaner_core.pipeline import Prepared, Result, prepare, select_samples
+from clipcleaner_core.presets import PRESETS
 from clipcleaner_core.prompts import PromptSet
 from clipcleaner_core.scoring import PROBE_MODES, ScoringConfig
-from clipcleaner_core.selection import PRESETS, SelectionConfig
+from clipcleaner_core.selection import SelectionConfig
 from clipcleaner_core.store import Catalogue
 from ui import background
 
