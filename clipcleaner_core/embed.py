@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from clipcleaner_core import atomic
+from clipcleaner_core import atomic, storage
 from clipcleaner_core.encoders import Encoder, EncoderSpec, encoder_identity, load_encoder
 from clipcleaner_core.errors import CLIPCleanerError, DataError
 from clipcleaner_core.paths import cache_dir
@@ -118,7 +118,7 @@ def embed_dataset(
     cached = _load_complete(key, folder)
     if cached is not None:
         return cached
-    atomic.make_folder(folder, what=f"the embeddings of {dataset.name!r}")
+    storage.make_folder(folder, what=f"the embeddings of {dataset.name!r}")
     with _lock(folder):
         cached = _load_complete(key, folder)
         if cached is not None:
@@ -167,7 +167,7 @@ def embed_texts(
     try:
         atomic.save_npy(path, features)
         atomic.write_sidecar(path, {"encoder": identity, "texts": texts, "created": time.time()})
-    except atomic.StorageError as exc:  # the features are right here; only the cache copy failed
+    except storage.StorageError as exc:  # the features are right here; only the cache copy failed
         logger.warning("text features not cached: %s", exc)
     return features
 
@@ -235,7 +235,7 @@ def _lock(folder: Path):
     try:
         lock.acquire()
     except OSError as exc:
-        raise (atomic.storage_error(exc, folder, what="the embeddings' lock file", target_only=True)
+        raise (storage.storage_error(exc, folder, what="the embeddings' lock file", target_only=True)
                or exc) from exc
     try:
         yield
@@ -246,8 +246,8 @@ def _lock(folder: Path):
 def _clear_incomplete(folder: Path) -> None:
     """Remove what a killed run left in ``folder``: its temporary files and an unfinished set
     (features or valid without a matching sidecar). The resumable chunks are kept."""
-    atomic.remove_stale_temps(folder)
-    atomic.remove_stale_temps(folder / "chunks")
+    storage.remove_stale_temps(folder)
+    storage.remove_stale_temps(folder / "chunks")
     for name in (FEATURES_NAME, VALID_NAME):
         if (folder / name).exists():
             logger.info("removing the unfinished %s in %s", name, folder)
@@ -291,7 +291,7 @@ def _check_space(folder: Path, n: int, dim: int, *, pending_rows: int) -> None:
     are on disk at once while features.npy is assembled)."""
     row_bytes = dim * np.dtype(np.float32).itemsize
     needed = pending_rows * row_bytes + n * row_bytes + n + 2 * atomic.NPY_HEADER_BYTES
-    atomic.check_free_space(folder, needed, what=f"the embeddings of {n} images as chunks, then "
+    storage.check_free_space(folder, needed, what=f"the embeddings of {n} images as chunks, then "
                             f"as features.npy ({n} x {dim} float32)")
 
 
@@ -307,7 +307,7 @@ def _assemble(folder: Path, chunks: Path, n_chunks: int, dim: int, dataset, meta
     """Concatenate the chunk files into features.npy / valid.npy, then write the sidecar last.
 
     features.npy is preallocated and written with ordinary writes (never through a memory map),
-    so a full disk is a :class:`~clipcleaner_core.atomic.StorageError`, not a SIGBUS.
+    so a full disk is a :class:`~clipcleaner_core.storage.StorageError`, not a SIGBUS.
     """
     from clipcleaner_core.embed_loader import read_chunk
 

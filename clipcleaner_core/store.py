@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 
 import pandas as pd
 
-from clipcleaner_core.atomic import format_bytes, free_bytes
+from clipcleaner_core.storage import format_bytes, free_bytes
 from clipcleaner_core.errors import CLIPCleanerError
 from clipcleaner_core.paths import cache_dir
 from clipcleaner_core.schema import DECISIONS

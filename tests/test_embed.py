@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from clipcleaner_core import atomic, embed_loader
-from clipcleaner_core.atomic import StorageError
+from clipcleaner_core import embed_loader, storage
+from clipcleaner_core.storage import StorageError
 from clipcleaner_core.data.dataset import Dataset
 from clipcleaner_core.embed import embed_dataset, embed_texts, embedding_key, load_embedding
 from clipcleaner_core.encoders import EncoderSpec, load_encoder
@@ -222,7 +222,7 @@ def test_features_without_a_valid_sidecar_are_recomputed_not_trusted(tmp_path):
 
 
 def test_too_little_space_for_the_embeddings_fails_before_encoding(tmp_path, monkeypatch, compute_calls):
-    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(storage.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(StorageError, match=rf"disk space in {tmp_path / 'embeddings'}\S+ to write the "
                                            r"embeddings of 40 images .* \(needs 240.\d KiB, 1000 B free\)"):
         embed_dataset(memory_dataset(), PIXELS, cache_root=tmp_path)
@@ -281,6 +281,6 @@ def test_a_disk_filling_up_during_embedding_gives_one_line_and_a_resumable_run(t
 
 
 def test_text_features_are_returned_even_when_the_cache_cannot_be_written(tmp_path, tiny_spec, monkeypatch):
-    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    monkeypatch.setattr(storage.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 0))
     features = embed_texts(tiny_spec, ["a photo of a cat."], cache_root=tmp_path)
     assert features.shape == (1, 32) and not list((tmp_path / "text_embeddings").glob("*.npy"))

@@ -72,7 +72,7 @@ def test_kill_9_at_any_write_keeps_every_finished_epoch(tmp_path, straight, paus
 def test_a_full_disk_during_training_stops_with_one_message_and_resumes(tmp_path, monkeypatch):
     import shutil
 
-    from clipcleaner_core import atomic
+    from clipcleaner_core import storage
 
     real_usage, full = shutil.disk_usage, []
 
@@ -84,10 +84,10 @@ def test_a_full_disk_during_training_stops_with_one_message_and_resumes(tmp_path
         if info.get("metrics") and info["epoch"] == 1:
             full.append(True)  # the disk fills up during epoch 2
 
-    monkeypatch.setattr(atomic.shutil, "disk_usage", usage)
+    monkeypatch.setattr(storage.shutil, "disk_usage", usage)
     dataset, features, table = blobs()
     config = TrainConfig(data="blobs", epochs=EPOCHS)
-    with pytest.raises(atomic.StorageError, match=rf"^not enough disk space in {tmp_path / 'run'} to write "
+    with pytest.raises(storage.StorageError, match=rf"^not enough disk space in {tmp_path / 'run'} to write "
                                                   r"last_state\.pt \(needs [\d.]+ KiB, 0 B free\)"):
         train(config, run_dir=tmp_path / "run", dataset=dataset, features=features, selection=table,
               progress=progress)
