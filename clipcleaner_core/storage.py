@@ -147,7 +147,8 @@ def create_locked_temp(final: Path) -> tuple[Path, int]:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             continue
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(OSError):  # a file system without locks: the pid still protects it
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return tmp, fd
 
 
