@@ -66,6 +66,10 @@ def _accuracy(train_config, run, weights: str, test, cache_root) -> float:
 
 
 def build_results(config, preset, selection, train_config, evaluation) -> dict:
+    """The results dict: recipe, overrides, selection metrics and, per test set, our best / last
+    accuracy beside the paper's (fractions in [0, 1]; None where unknown)."""
+    from clipcleaner_core.train.config import HEAD_BACKBONES
+
     published = paper_result(config.preset, config.noise_rate if config.noise else None)
     overrides = {k: getattr(config, k) for k in ("backbone", "epochs", "batch_size", "image_size", "subsample")
                  if getattr(config, k) is not None}
@@ -81,7 +85,8 @@ def build_results(config, preset, selection, train_config, evaluation) -> dict:
         "recipe": {"theta_gmm": preset.theta_gmm, "theta_cons": preset.theta_cons, "beta": train_config.beta,
                    "theta_r": train_config.theta_r, "theta_r2": train_config.theta_r2,
                    "epochs": train_config.epochs, "batch_size": train_config.batch_size,
-                   "backbone": train_config.backbone, "image_size": train_config.image_size,
+                   "backbone": train_config.backbone,
+                   "image_size": None if train_config.backbone in HEAD_BACKBONES else train_config.image_size,
                    "paper_backbone": preset.paper_backbone, "source": preset.source},
         "overrides": overrides, "is_paper_recipe": not overrides,
         "selection": selection["metrics"], "tests": tests,
@@ -97,7 +102,9 @@ def results_markdown(results: dict) -> str:
     lines = [f"# CLIPCleaner reproduction: {results['dataset']}"
              + (f" ({results['noise']})" if results["noise"] else ""), "",
              f"Preset `{results['preset']}` ({results['recipe']['source']}); backbone "
-             f"{results['recipe']['backbone']} at {results['recipe']['image_size']} px"
+             f"{results['recipe']['backbone']} "
+             + (f"at {results['recipe']['image_size']} px" if results["recipe"]["image_size"]
+                else "on the CLIP features")
              + (f" (the paper: {results['recipe']['paper_backbone']})" if results["recipe"]["paper_backbone"] else "")
              + f", {results['recipe']['epochs']} epochs.", ""]
     if results["overrides"]:
