@@ -174,14 +174,14 @@ def show_map(prepared, result):
     if not st.session_state["tune_show_map"]:
         return
     try:
-        coords = map_cache.map_coords(prepared)
+        layout = map_cache.map_coords(prepared)
     except Exception as exc:  # a failed map must not hide the counts
         state.show_error(exc)
         return
-    if coords is None:
-        st.info("Computing the map of this embedding (UMAP; the first one can take a minute, later "
-                "visits load it from the cache). Counts above are already live.", icon=":material/hourglass_top:")
-        return
+    coords = layout.coords
+    if not layout.final:
+        st.info("Quick layout (PCA) — the refined UMAP map replaces it when ready (the first one can take "
+                "a minute; later visits load it from the cache).", icon=":material/hourglass_top:")
     table = result.table
     names = np.asarray(prepared.dataset.class_names, dtype=object)
     chosen = draw_map(table, coords, names)
@@ -260,9 +260,10 @@ def selection_panel(prepared):
 
 @st.fragment(run_every=2)
 def wait_for_map(prepared):
-    """Polls the background map computation and redraws the page once it is ready."""
+    """Polls the background map computation, shows its progress, and redraws the page once it is ready."""
     if not map_cache.map_pending(prepared):
         st.rerun()
+    st.caption(f"Refining the map: {map_cache.progress_text(map_cache.map_progress(prepared))}")
 
 
 st.title("Tune the selection")
