@@ -75,6 +75,9 @@ def build_results(config, preset, selection, train_config, evaluation) -> dict:
                  if getattr(config, k) is not None}
     if config.model != "ViT-B-32" or config.pretrained != "openai":
         overrides["clip"] = f"{config.model} ({config.pretrained})"
+    if (preset.paper_backbone and "pretrained" in preset.paper_backbone
+            and train_config.backbone in ("resnet18", "resnet50") and not _has_imagenet_weights(train_config)):
+        overrides["imagenet_weights"] = f"none found: {train_config.backbone} trained from scratch"
     tests = {}
     for name, values in evaluation["tests"].items():
         paper = (published or {}).get(name)
@@ -93,6 +96,13 @@ def build_results(config, preset, selection, train_config, evaluation) -> dict:
         "final_set_size": evaluation.get("final_set_size"),
         "final_label_precision": evaluation.get("final_label_precision"),
     }
+
+
+def _has_imagenet_weights(train_config) -> bool:
+    """Whether the trainer finds local ImageNet weights for a torchvision backbone."""
+    from clipcleaner_core.train.models import _find_imagenet_weights
+
+    return _find_imagenet_weights(train_config.backbone, train_config.backbone_weights) is not None
 
 
 def results_markdown(results: dict) -> str:

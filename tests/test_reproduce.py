@@ -201,3 +201,19 @@ def test_noise_is_required_where_the_paper_adds_it_and_refused_elsewhere(tmp_pat
         ReproduceConfig("cifar100", str(tmp_path))
     with pytest.raises(DataError, match="already noisy"):
         ReproduceConfig("webvision", str(tmp_path), noise="sym:0.2")
+
+
+def test_clothing1m_without_imagenet_weights_is_not_the_papers_recipe(tmp_path, monkeypatch):
+    from clipcleaner_core.reproduce import build_results, training_config
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no cached torchvision weights
+    config = ReproduceConfig("clothing1m", str(tmp_path))
+    preset = PRESET_TABLE["clothing1m"]
+    train_config = training_config(config, preset, str(tmp_path), None, tmp_path)
+    assert (train_config.backbone, train_config.image_size, train_config.epochs) == ("resnet50", 224, 300)
+    results = build_results(config, preset, {"metrics": {}}, train_config, {"tests": {}})
+    assert results["overrides"] == {"imagenet_weights": "none found: resnet50 trained from scratch"}
+    weights = tmp_path / "torch" / "hub" / "checkpoints" / "resnet50-0676ba61.pth"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"")
+    assert build_results(config, preset, {"metrics": {}}, train_config, {"tests": {}})["is_paper_recipe"]
