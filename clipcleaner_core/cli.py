@@ -356,7 +356,7 @@ def check_outputs(args) -> None:
     if data and Path(data).expanduser().is_file():
         inputs["the class list beside --data"] = [Path(data).expanduser().parent / n for n in CLASS_FILES]
     refuse_overwriting_inputs({"--out": out}, inputs)
-    if args.command == "train" and data:
+    if getattr(args, "command", "train") == "train" and data:  # the train CLI has no command
         refuse_inside_dataset_folder(out, data, what="the run folder --out")
 
 

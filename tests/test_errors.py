@@ -43,3 +43,28 @@ def test_cli_prints_config_errors_as_one_line(tmp_path, argv, needle):
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("values, needle", [
+    ({"epochs": "ten"}, "epochs='ten' must be int"),
+    ({"milestones": [10, "x"]}, "milestones entry='x'"),
+    ({"amp": "yes"}, "amp='yes' must be bool"),
+    ({"lr": [0.1]}, "lr=[0.1] must be float"),
+])
+def test_training_config_values_of_the_wrong_type_are_config_errors(values, needle):
+    with pytest.raises(ConfigError, match=needle.replace("[", r"\[").replace("]", r"\]")):
+        TrainConfig.from_dict(values)
+
+
+def test_training_config_round_trips_through_json():
+    config = TrainConfig(epochs=3, milestones=(1, 2), lr=0.1, amp=False)
+    assert TrainConfig.from_json(config.to_json()) == config
+
+
+def test_train_config_file_errors_are_one_line(tmp_path):
+    (tmp_path / "bad.json").write_text("{bad")
+    for config, needle in ((tmp_path / "bad.json", "not valid JSON"), (tmp_path / "nope.json", "does not exist")):
+        proc = subprocess.run([sys.executable, "-m", "clipcleaner_core", "train", "--data", "demo",
+                               "--config", str(config)], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr

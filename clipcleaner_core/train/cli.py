@@ -86,7 +86,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """TrainConfig defaults, then the --config file, then every flag given."""
     values: dict = {}
     if getattr(args, "config", None):
-        values.update(json.loads(Path(args.config).read_text(encoding="utf-8")))
+        values.update(_read_config(args.config))
     for flag, field in _FIELDS.items():
         value = getattr(args, flag, None)
         if value is not None:
@@ -100,6 +100,25 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if getattr(args, "no_amp", None):
         values["amp"] = False
     return TrainConfig.from_dict(values)
+
+
+def _read_config(path: str) -> dict:
+    from clipcleaner_core.errors import ConfigError
+
+    try:
+        values = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path} does not exist; give a TrainConfig JSON file such as a "
+                          "run's config.json") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--config {path} is not valid JSON ({exc.msg} at line {exc.lineno}, "
+                          f"column {exc.colno}); fix the file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path} cannot be read ({exc}); check the file") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path} must hold a JSON object of training settings, not "
+                          f"{type(values).__name__}")
+    return values
 
 
 class _StopFlag:

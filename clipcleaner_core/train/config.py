@@ -111,10 +111,8 @@ class TrainConfig:
             raise ConfigError(
                 f"unknown training config keys {unknown}; valid keys are {sorted(known)}"
             )
-        values = dict(values)
-        if values.get("milestones") is not None:
-            values["milestones"] = tuple(int(m) for m in values["milestones"])
-        return cls(**values)
+        types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        return cls(**{k: _typed(k, v, types[k]) for k, v in values.items()})
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
@@ -122,6 +120,35 @@ class TrainConfig:
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
+
+
+def _typed(name: str, value, annotation: str):
+    """``value`` as the field's type ("int | None", "float", "bool", "tuple[int, ...] | None", ...),
+    or ConfigError naming the key, the value and the type expected."""
+    if value is None and "None" in annotation:
+        return None
+    if annotation.startswith("tuple"):
+        if isinstance(value, (list, tuple)):
+            return tuple(_typed(f"{name} entry", item, "int") for item in value)
+    elif annotation.startswith("bool"):
+        if isinstance(value, bool):
+            return value
+    elif annotation.startswith("int"):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif annotation.startswith("float"):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation.startswith("str"):
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    expected = annotation.replace(" | None", " or null").replace("tuple[int, ...]", "a list of integers")
+    raise ConfigError(f"training config {name}={value!r} must be {expected}; fix it in the config "
+                      "file or on the command line")
 
 
 def default_preset(dataset_kind: str | None) -> str | None:
