@@ -31,7 +31,9 @@ import pandas as pd
 from clipcleaner_core import __version__
 from clipcleaner_core.atomic import StorageError, json_default, write_bytes, write_sidecar
 from clipcleaner_core.errors import Cancelled, ConfigError, DataError
+from clipcleaner_core.guard import same_file
 from clipcleaner_core.partial import PartialFolder
+from clipcleaner_core.validation import check_labels, describe_rows
 from clipcleaner_core.paths import is_within
 from clipcleaner_core.schema import kept_mask  # noqa: F401  (the export keeps what the schema says)
 
@@ -308,7 +310,7 @@ def _refuse_originals(out: Path, dataset, *, folder: bool) -> None:
             if rel in set(dataset.paths):
                 raise DataError(f"{out} is one of the dataset's images; choose another file name")
     for original in protected:
-        if out.resolve() == original.resolve() or (folder and is_within(original, out)):
+        if same_file(out, original) or (folder and is_within(original, out)):
             raise DataError(f"refusing to write {out}: it would replace the dataset's own files "
                             f"({original}); choose a folder outside the dataset")
         if folder and dataset.images is None and is_within(out, original):
@@ -368,16 +370,27 @@ def _require(table: pd.DataFrame, columns) -> None:
                         "clipcleaner (score_table / 'run'), not a hand-edited one")
 
 
+TRUE_TEXTS = frozenset({"true", "1", "1.0", "yes", "y", "t"})
+FALSE_TEXTS = frozenset({"false", "0", "0.0", "no", "n", "f"})
+
+
 def _coerce(table: pd.DataFrame, path: Path) -> pd.DataFrame:
     for column in INT_COLUMNS:
         if column in table.columns:
             if table[column].isna().any():
                 raise DataError(f"score table {path}: column {column} has empty cells; it must be whole numbers")
+            if table[column].dtype.kind not in "iu":
+                table[column] = check_labels(table[column].to_numpy(), name=f"score table {path}: column "
+                                             f"{column}", allow_empty=True)
             table[column] = table[column].astype(np.int64)
     for column in BOOL_COLUMNS:
         if column in table.columns and table[column].dtype != bool:
             text = table[column].astype(str).str.strip().str.lower()
-            table[column] = text.isin(["true", "1", "1.0", "yes"])
+            unknown = np.flatnonzero(~text.isin(TRUE_TEXTS | FALSE_TEXTS).to_numpy())
+            if unknown.size:
+                raise DataError(f"score table {path}: column {column} must be true or false, not "
+                                f"{describe_rows(unknown, values=table[column].to_numpy()[unknown])}")
+            table[column] = text.isin(TRUE_TEXTS)
     for column in FLOAT_COLUMNS:
         if column in table.columns:
             table[column] = table[column].astype(np.float64)
