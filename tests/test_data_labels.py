@@ -87,3 +87,10 @@ def test_conflicting_true_labels_are_refused(tmp_path):
                          header="path,label,true_label")
     with pytest.raises(DataError, match="different labels"):
         load_manifest(manifest)
+
+
+def test_a_manifest_that_is_not_utf8_names_the_line(tmp_path):
+    _images(tmp_path, ["a.png"])
+    (tmp_path / "m.csv").write_bytes(b"path,label\na.png,cat\ncaf\xe9.png,dog\n")
+    with pytest.raises(DataError, match=r"not UTF-8: line 3 \('caf\\\\xe9.png,dog'\) has the byte 0xe9"):
+        load_manifest(tmp_path / "m.csv")

@@ -85,6 +85,20 @@ def _unique_rows(rel_paths, labels, true_labels, rows, where) -> tuple[np.ndarra
     return np.asarray(keep, dtype=np.int64), table
 
 
+def _not_utf8(path: Path) -> str:
+    """Name the first line of ``path`` that is not UTF-8 (its bytes shown as \\xNN)."""
+    lines = path.read_bytes().splitlines()
+    for number, line in enumerate(lines, start=1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            shown = line.decode("utf-8", "backslashreplace")[:120]
+            return (f"manifest {path} is not UTF-8: line {number} ({shown!r}) has the byte "
+                    f"0x{line[exc.start]:02x}; save the manifest as UTF-8 (paths in any language "
+                    "are fine in UTF-8)")
+    return f"manifest {path} is not UTF-8; save it as UTF-8"
+
+
 def _label_column(values, column: str, rows: list[int], where: "_Where") -> list[str]:
     """Stripped label texts (a whole float such as Parquet's 1.0 becomes "1").
 
@@ -134,6 +148,8 @@ def _read_rows(path: Path, split: str) -> tuple[pd.DataFrame, list[int]]:
             table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
         else:
             table = pd.read_parquet(path)
+    except UnicodeDecodeError:
+        raise DataError(_not_utf8(path)) from None
     except Exception as exc:  # pandas raises parser, unicode and arrow errors alike
         raise DataError(f"cannot read manifest {path}: {str(exc).splitlines()[0] if str(exc) else exc}; "
                         f"save it as UTF-8 CSV or Parquet with columns path,label") from None
