@@ -151,10 +151,14 @@ def measure(url: str, manifest: Path, moves: int, shots: Path) -> dict:
             page.wait_for_timeout(1000)
             started = time.perf_counter()
             nav.filter(has_text="Tune").first.click()
-            page.wait_for_function(FLAGGED_JS, timeout=300_000)
-            out[f"counts_{visit}_s"] = time.perf_counter() - started
-            page.wait_for_function(LEGEND_JS, timeout=300_000)
-            out[f"map_{visit}_s"] = time.perf_counter() - started
+            try:
+                page.wait_for_function(FLAGGED_JS, timeout=300_000)
+                out[f"counts_{visit}_s"] = time.perf_counter() - started
+                page.wait_for_function(LEGEND_JS, timeout=300_000)
+                out[f"map_{visit}_s"] = time.perf_counter() - started
+            except Exception:
+                page.screenshot(path=str(shots / f"bench-tune-timeout-{visit}.png"), full_page=True)
+                raise
         page.wait_for_timeout(1000)
         page.screenshot(path=str(shots / "bench-tune-50k.png"), full_page=True)
         slider = page.locator('[data-testid="stSlider"]').filter(has_text="θ_cons").locator('input[type="range"]')
