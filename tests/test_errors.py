@@ -68,3 +68,15 @@ def test_train_config_file_errors_are_one_line(tmp_path):
                                "--config", str(config)], cwd=tmp_path, capture_output=True, text=True,
                               timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("changes, needle", [
+    ({"lr": float("nan")}, "lr must be a number > 0"), ({"lr": 0.0}, "lr must be"),
+    ({"beta": float("inf")}, "beta must be"), ({"momentum": -0.1}, "momentum must be"),
+    ({"theta_r": float("nan")}, "theta_r must be"), ({"hidden": 0}, "hidden must be >= 1"),
+])
+def test_training_numbers_that_would_train_garbage_are_refused(changes, needle):
+    from clipcleaner_core.train.config import resolve_config
+
+    with pytest.raises(ConfigError, match=needle):
+        resolve_config(TrainConfig(**changes))

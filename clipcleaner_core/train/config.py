@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 from clipcleaner_core.errors import ConfigError
@@ -207,8 +208,18 @@ def _validate(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value is not None and not 0.0 <= value <= 1.0:
             raise ConfigError(f"{name} must be a confidence in [0, 1], got {value}")
-    if config.beta is not None and config.beta < 0:
-        raise ConfigError(f"beta must be >= 0 (0 turns mixup off), got {config.beta}")
+    if config.beta is not None and not 0 <= config.beta < math.inf:
+        raise ConfigError(f"beta must be a number >= 0 (0 turns mixup off), got {config.beta}")
+    if config.lr is not None and not 0 < config.lr < math.inf:
+        raise ConfigError(f"lr must be a number > 0, got {config.lr}")
+    for name in ("momentum", "weight_decay"):
+        value = getattr(config, name)
+        if not 0 <= value < math.inf:
+            raise ConfigError(f"{name} must be a number >= 0, got {value}")
+    for name in ("hidden", "num_workers", "image_size"):
+        value = getattr(config, name)
+        if value is not None and value < (0 if name == "num_workers" else 1):
+            raise ConfigError(f"{name} must be {'>= 0' if name == 'num_workers' else '>= 1'}, got {value}")
 
 
 def resume_key(config: TrainConfig) -> dict:
