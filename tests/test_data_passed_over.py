@@ -103,3 +103,14 @@ def test_manifest_rows_naming_svgs_or_folders_are_listed(tmp_path):
     (tmp_path / "m.csv").write_text("path,label\na.png,0\nb.svg,1\nsub,1\n")
     reasons = _reasons(load_manifest(tmp_path / "m.csv"))
     assert "SVG" in reasons["b.svg"] and "folder" in reasons["sub"]
+
+
+def test_a_dataset_built_by_another_loader_with_a_non_utf8_name_still_fingerprints(tmp_path):
+    from clipcleaner_core.data import Dataset
+
+    name = os.fsdecode(b"caf\xe9.png")  # how os.listdir returns undecodable bytes
+    with open(os.path.join(os.fsencode(tmp_path), os.fsencode(name)), "wb") as handle:
+        handle.write(_png())
+    dataset = Dataset(name="x", kind="imagefolder", root=tmp_path, class_names=("a",), labels=[0],
+                      paths=[name])
+    assert len(dataset.fingerprint()) == 16 and dataset.abspath(0).is_file()

@@ -135,17 +135,17 @@ class Dataset:
     def _hash(self, labels: np.ndarray) -> str:
         digest = hashlib.sha256()
         digest.update(f"{self.kind}|{self.split}|{len(self)}|".encode())
-        digest.update("\x1f".join(self.class_names).encode())
+        digest.update("\x1f".join(self.class_names).encode("utf-8", "surrogateescape"))
         digest.update(labels.astype("<i8").tobytes())
         if self.content_id is not None:
             digest.update(f"content|{self.content_id}|".encode())
-            digest.update("\x1f".join(self.paths).encode())
+            digest.update("\x1f".join(self.paths).encode("utf-8", "surrogateescape"))
         elif self.images is not None:
             digest.update(memoryview(np.ascontiguousarray(self.images)))  # no copy of the pixels
-            digest.update("\x1f".join(self.paths).encode())
+            digest.update("\x1f".join(self.paths).encode("utf-8", "surrogateescape"))
         else:
             for rel in self.paths:
-                digest.update(rel.encode())
+                digest.update(rel.encode("utf-8", "surrogateescape"))  # names that are not UTF-8 too
                 try:
                     st = os.stat(self.root / rel)
                     digest.update(f"|{st.st_size}|{st.st_mtime_ns}\x1e".encode())
