@@ -94,12 +94,15 @@ def tail_file(path: Path, lines: int = 50, *, max_bytes: int = 1 << 20) -> str:
         with open(path, "rb") as handle:
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
-            handle.seek(max(0, size - max_bytes))
+            start = max(0, size - max_bytes)
+            handle.seek(start)
             data = handle.read()
     except OSError:
         return ""
-    text = data.decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
+    text_lines = data.decode("utf-8", errors="replace").splitlines()
+    if start > 0 and text_lines:
+        text_lines = text_lines[1:]  # the read began inside a line: never show a fragment
+    return "\n".join(text_lines[-lines:])
 
 
 def signal_group(pgid: int, sig: int) -> None:
