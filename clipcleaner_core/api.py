@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
 from .errors import ConfigError, DataError
+from .progress import Progress
 from .scoring import ScoringConfig, fit_scores
+from .schema import PAPER_SCORE_NAMES
 from .selection import SCORE_NAMES, SelectionConfig, score_table, select
 from .validation import check_labels
 
-Progress = Callable[[str, int, int, "float | None"], None]
 
 
 def find_label_issues(
@@ -65,8 +66,9 @@ def find_label_issues(
         The linear probe: fitted and predicted on all samples (the paper), 5-fold out-of-sample,
         or not at all.
     scores : iterable of str, optional
-        Which of ``"zs_loss", "zs_consistency", "lr_loss", "lr_consistency"`` take part
-        (default: every score the inputs provide).
+        Which of ``"zs_loss", "zs_consistency", "lr_loss", "lr_consistency"`` (the paper) and
+        ``"knn_agreement", "lemon"`` (neighbour evidence; ``"lemon"`` needs text features) take
+        part (default: every paper score the inputs provide).
     seed : int
         Seed of the cross-val folds.
     true_labels : (N,) int array, optional
@@ -131,9 +133,11 @@ def _label_ids(labels, names) -> np.ndarray:
 
 def _selection_config(theta_gmm, theta_cons, scores, scoring: ScoringConfig) -> SelectionConfig:
     provided = {name for name in SCORE_NAMES
-                if (scoring.zeroshot if name.startswith("zs") else scoring.probe != "off")}
-    if scores is None:
-        chosen = provided
+                if (scoring.zeroshot if name.startswith("zs") else
+                    scoring.probe != "off" if name.startswith("lr") else
+                    scoring.zeroshot or name != "lemon")}
+    if scores is None:  # the paper's rule: neighbour scores only when named
+        chosen = provided & set(PAPER_SCORE_NAMES)
     else:
         chosen = set(scores)
         unknown = sorted(chosen - set(SCORE_NAMES))
@@ -141,7 +145,7 @@ def _selection_config(theta_gmm, theta_cons, scores, scoring: ScoringConfig) -> 
             raise ConfigError(f"unknown scores {unknown}; valid scores: {', '.join(SCORE_NAMES)}.")
         missing = sorted(chosen - provided)
         if missing:
-            raise ConfigError(f"scores {missing} need {'text_features' if missing[0].startswith('zs') else 'the probe'}"
+            raise ConfigError(f"scores {missing} need {'the probe' if missing[0].startswith('lr') else 'text_features'}"
                               f"; the inputs provide {sorted(provided)}.")
     return SelectionConfig(theta_gmm=theta_gmm, theta_cons=theta_cons,
                            **{f"use_{name}": name in chosen for name in SCORE_NAMES})
