@@ -35,5 +35,5 @@ state.write_url()
 state.sidebar(show_selection=page.title != "Tune")
 widgets.url_notes()
 widgets.encoder_banner()
-with state.user_errors():
+with state.routed(), state.user_errors():
     page.run()

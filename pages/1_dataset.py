@@ -184,6 +184,7 @@ def data_roots() -> None:
                 st.rerun()
 
 
+state.ensure_routed()
 st.title("Dataset")
 if flash := st.session_state.pop("dataset_flash", None):
     st.success(flash, icon=":material/check:")

@@ -213,6 +213,7 @@ def activate(row: pd.Series, datasets: pd.DataFrame) -> None:
     st.rerun()
 
 
+state.ensure_routed()
 st.title("Embed")
 st.caption("Image features (and, for CLIP, prompt features) are computed once per dataset and model, "
            "cached on disk, and reused by every later page.")

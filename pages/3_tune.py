@@ -266,6 +266,7 @@ def wait_for_map(prepared):
     st.caption(f"Refining the map: {map_cache.progress_text(map_cache.map_progress(prepared))}")
 
 
+state.ensure_routed()
 st.title("Tune the selection")
 st.caption("A sample is kept when it passes every enabled score; the rest are flagged as likely "
            "label issues. Thresholds re-select instantly; the temperature and probe refit (cached).")

@@ -193,6 +193,7 @@ def grid(dataset, table, page_rows, names, result):
                 card(dataset, row, names, [n for n in enabled if flagged_by[n][row_number]])
 
 
+state.ensure_routed()
 st.title("Inspect flagged samples")
 st.caption("Review the samples the selection flagged. Keep overrides the flag, drop removes the sample, "
            "relabel sets a new label; every decision is saved at once and can be undone.")

@@ -179,6 +179,7 @@ def finish_export(task) -> None:
                    icon=":material/check:")
 
 
+state.ensure_routed()
 st.title("Export")
 with state.user_errors(stop=True):
     prepared = state.require_prepared()

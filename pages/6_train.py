@@ -230,6 +230,7 @@ def selection_summary() -> None:
                f"by CLIPCleaner, {reviewed} reviewed by hand. Change it on the Tune and Inspect pages.")
 
 
+state.ensure_routed()
 st.title("Train")
 st.write("Train a classifier on the cleaned labels with the paper's MixFix recipe, next to the "
          "baseline that trains on every given label.")

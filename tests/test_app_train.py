@@ -54,8 +54,11 @@ def test_page_launches_runs_shows_curves_and_compares_them():
     at.run()
     assert not at.exception, at.exception
     assert at.get("plotly_chart"), "the current run's loss / accuracy curves are shown"
-    table = at.dataframe[0].value
+    tables = [d.value for d in at.dataframe]
+    table = next((t for t in tables if "run" in t.columns), None)
+    assert table is not None, [list(t.columns) for t in tables]
     assert list(table["run"]) == [second, first]
+    assert list(table["dataset"]) == ["demo", "demo"]  # the past runs say what they trained on
     assert list(table["trained on"]) == ["All given labels (baseline)", "CLIPCleaner set + MixFix"]
     assert (table["best test acc"] > 0.3).all()
     assert table["final set size"].iloc[1] < table["final set size"].iloc[0], \

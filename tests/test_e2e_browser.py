@@ -78,12 +78,31 @@ def stop_app(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("e2e-cache")
+def app_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("e2e-cache")
+
+
+@pytest.fixture(scope="module")
+def app_url(app_cache):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    proc, url = start_app(cache, ARTIFACTS / "streamlit.log")
+    proc, url = start_app(app_cache, ARTIFACTS / "streamlit.log")
     yield url
     stop_app(proc)
+
+
+def write_pets(root: Path, per_class: int = 20) -> Path:
+    """A small ImageFolder (two classes of flat-coloured 16 px images, some mislabelled)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(("cat", "dog")):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            colour = np.array([200, 40, 40] if (k + (i % 7 == 0)) % 2 == 0 else [40, 40, 200])
+            pixels = np.clip(colour + rng.normal(0, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -222,4 +241,98 @@ def test_tune_relabel_reload_export(app_url, browser, tmp_path):
     expect(page.get_by_text(f"{selected:,} samples match")).to_be_visible(timeout=60_000)
     expect(page.get_by_role("combobox", name="Show")).to_have_value(f"selected on the map ({selected:,})")
     shot(page, "7-inspect-map-selection")
+    page.close()
+
+
+def url_params(page) -> dict:
+    from urllib.parse import parse_qs, urlparse
+
+    return {k: v[0] for k, v in parse_qs(urlparse(page.url).query).items()}
+
+
+def wait_url(page, name: str, value: str | None = None, timeout_s: float = 30) -> dict:
+    """Wait until the address bar has parameter ``name`` (equal to ``value`` when given)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        params = url_params(page)
+        if name in params and (value is None or params[name] == value):
+            return params
+        page.wait_for_timeout(200)
+    raise AssertionError(f"{name}={value} never reached the address bar: {page.url}")
+
+
+def test_state_survives_a_reload_and_travels_in_a_link(app_url, app_cache, browser):
+    """Load a folder, move a threshold, page through Inspect; a reload and a link opened in a fresh
+    browser context show the same dataset, thresholds and page. Then export twice."""
+    from playwright.sync_api import expect
+
+    pets = write_pets(app_cache / "uploads" / "pets")  # the uploads folder is always a data root
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(f"{app_url}/dataset")
+    page.get_by_text("ImageFolder path", exact=True).click()
+    page.locator(".st-key-path_imagefolder input").fill(str(pets))
+    page.locator(".st-key-load_imagefolder button").click()
+    expect(page.get_by_text("Loaded pets: 40 images in 2 classes.")).to_be_visible(timeout=60_000)
+    assert wait_url(page, "data")["data"] == str(pets.resolve())
+    expect(page).to_have_title("Dataset · pets · CLIPCleaner")
+
+    open_page(page, "Tune")
+    flagged = page.locator('[data-testid="stMetric"]').filter(has_text="Flagged").first
+    expect(flagged).to_be_visible(timeout=120_000)
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text="θ_cons").locator('input[type="range"]')
+    slider.focus()
+    for _ in range(5):
+        slider.press("ArrowLeft")
+    cons = wait_url(page, "cons")["cons"]
+    assert float(cons) == pytest.approx(0.75)
+
+    open_page(page, "Inspect")
+    show = page.get_by_role("combobox", name="Show")
+    expect(show).to_be_visible(timeout=60_000)
+    show.click()
+    page.get_by_role("option", name="all samples").click()
+    expect(page.get_by_text("40 samples match · page 1 of 2")).to_be_visible(timeout=30_000)
+    page.locator(".st-key-inspect_page button").last.click()  # the number input's "+"
+    expect(page.get_by_text("40 samples match · page 2 of 2")).to_be_visible(timeout=30_000)
+    link = wait_url(page, "page", "2")
+    assert link["data"] == str(pets.resolve()) and link["show"] == "all samples" and link["cons"] == cons
+    shot(page, "8-inspect-page-2")
+
+    page.reload()
+    expect(page.get_by_text("40 samples match · page 2 of 2")).to_be_visible(timeout=60_000)
+    expect(page.locator('[data-testid="stSidebar"]')).to_contain_text("pets")
+    expect(page.locator('[data-testid="stSidebar"]')).to_contain_text(f"θ_cons {float(cons):.2f}")
+    expect(page).to_have_title("Inspect · pets · CLIPCleaner")
+    shot(page, "9-inspect-after-reload")
+    address = page.url
+
+    context = browser.new_context(viewport={"width": 1500, "height": 1100})  # a colleague's browser
+    other = context.new_page()
+    other.goto(address)
+    expect(other.get_by_text("40 samples match · page 2 of 2")).to_be_visible(timeout=60_000)
+    expect(other.get_by_role("combobox", name="Show")).to_have_value("all samples")
+    expect(other.locator('[data-testid="stSidebar"]')).to_contain_text("pets")
+    shot(other, "10-link-in-a-fresh-browser")
+    context.close()
+
+    open_page(page, "Export")  # two formats keep two files; writing one again asks first
+    write = page.locator(".st-key-export_write button")
+    expect(write).to_be_visible(timeout=60_000)
+    write.click()
+    expect(page.get_by_text("pets-csv.csv", exact=False).last).to_be_visible(timeout=30_000)
+    expect(page.locator('[data-testid="stAlertContentSuccess"]')).to_contain_text("pets-csv.csv", timeout=30_000)
+    page.get_by_text("Recipe", exact=True).click()
+    expect(page.locator(".st-key-export_name_recipe input")).to_have_value("pets-recipe.json", timeout=30_000)
+    write.click()
+    expect(page.locator('[data-testid="stAlertContentSuccess"]')).to_contain_text("pets-recipe.json", timeout=30_000)
+    exports = app_cache / "exports"
+    assert (exports / "pets-csv.csv").is_file() and (exports / "pets-recipe.json").is_file()
+    before = (exports / "pets-recipe.json").stat().st_mtime_ns
+    write.click()
+    expect(page.get_by_text("already exists: an earlier export from this app. Replace it?")).to_be_visible(timeout=30_000)
+    shot(page, "11-export-asks-before-replacing")
+    assert (exports / "pets-recipe.json").stat().st_mtime_ns == before
+    page.locator(".st-key-export_confirm_replace button").click()
+    expect(page.locator('[data-testid="stAlertContentSuccess"]')).to_contain_text("pets-recipe.json", timeout=30_000)
+    assert (exports / "pets-recipe.json").stat().st_mtime_ns != before
     page.close()

@@ -83,7 +83,41 @@ def preset_matches(settings: ActiveSettings) -> bool:
     """True when the thresholds are exactly those of ``settings.preset``."""
     values = PRESETS.get(settings.preset)
     return values is not None and all(
-        abs(getattr(settings.selection, name) - value) < 1e-9 for name, value in values.items())
+        getattr(settings.selection, name) == value if isinstance(value, (str, bool))
+        else abs(getattr(settings.selection, name) - value) < 1e-9 for name, value in values.items())
+
+
+_routing = threading.local()
+
+
+@contextmanager
+def routed():
+    """Marks the page run by ``app.py`` (each script run has its own thread)."""
+    _routing.active = True
+    try:
+        yield
+    finally:
+        _routing.active = False
+
+
+def ensure_routed() -> None:
+    """Make sure a page runs inside the router (app.py), rerunning the app when it does not.
+
+    Streamlit runs a file of the ``pages/`` folder on its own (its older multipage mode) when the
+    very first request after a server start opens that page's address, e.g. a bookmark of
+    ``/inspect?page=3``. The page would then miss the sidebar and the settings in the address.
+    Switching that mode off and rerunning lets ``app.py`` route the same address.
+    """
+    from streamlit import config
+    from streamlit.runtime.pages_manager import PagesManager
+
+    # AppTest re-detects the pages folder before every run, so a rerun would only lose the click
+    # that started it; there the page runs as before, and the browser test covers the routing
+    if getattr(_routing, "active", False) or config.get_option("global.appTest"):
+        return
+
+    PagesManager.uses_pages_directory = False
+    st.rerun()
 
 
 # ---------------------------------------------------------------------------------------------
