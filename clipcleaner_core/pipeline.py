@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from clipcleaner_core import atomic
+from clipcleaner_core import atomic, neighbours
 from clipcleaner_core.data.dataset import Dataset
 from clipcleaner_core.embed import EmbeddingSet, embed_dataset, embed_texts
 from clipcleaner_core.encoders import EncoderSpec
@@ -191,7 +191,8 @@ def prepare(
 
     fit_key = _fit_key(embedding.key, labels, valid, text_features, text_labels, effective)
     fit = _load_or_fit(root, fit_key, features, labels, dataset.num_classes,
-                       text_features, text_labels, effective, progress, cancel)
+                       text_features, text_labels, effective, progress, cancel,
+                       knn_key=neighbours.index_key(embedding.key, sample_index))
     _register_dataset(root, dataset)
     return Prepared(
         dataset=dataset, encoder_spec=encoder_spec, embedding=embedding, features=features,
@@ -242,7 +243,7 @@ def _fit_key(embedding_key, labels, valid, text_features, text_labels, scoring) 
 
 
 def _load_or_fit(root, fit_key, features, labels, num_classes, text_features, text_labels,
-                 scoring, progress, cancel=None) -> ScoreFit:
+                 scoring, progress, cancel=None, knn_key=None) -> ScoreFit:
     path = root / "fits" / f"{fit_key}.npz"
     if path.exists():
         try:
@@ -252,8 +253,13 @@ def _load_or_fit(root, fit_key, features, labels, num_classes, text_features, te
     if progress is not None:
         progress("fit", 0, 1, None)
     start = time.perf_counter()
+    knn = None
+    if scoring.neighbours and len(labels) > 1:  # the graph is cached per embedding, not per fit
+        knn = neighbours.knn_graph(features, k=scoring.neighbours, seed=scoring.seed, key=knn_key,
+                                   cache_root=root, progress=progress, cancel=cancel)
     fit = fit_scores(features, labels, num_classes=num_classes, text_features=text_features,
-                     text_labels=text_labels, config=scoring, progress=progress, cancel=cancel)
+                     text_labels=text_labels, config=scoring, progress=progress, cancel=cancel,
+                     knn=knn)
     log.info("fitted scores for %d samples in %.2f s", len(labels), time.perf_counter() - start)
     save_fit(fit, path)
     if progress is not None:
@@ -279,6 +285,10 @@ def effective_selection(prepared: Prepared, config: SelectionConfig) -> Selectio
         changes.update(use_zs_loss=False, use_zs_consistency=False)
     if not prepared.fit.has_probe:
         changes.update(use_lr_loss=False, use_lr_consistency=False)
+    if prepared.fit.knn_agreement is None:
+        changes.update(use_knn_agreement=False)
+    if prepared.fit.lemon_score is None:
+        changes.update(use_lemon=False)
     return dataclasses.replace(config, **changes) if changes else config
 
 

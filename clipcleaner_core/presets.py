@@ -56,8 +56,24 @@ PRESET_TABLE: dict[str, Preset] = {
 _SELECTION_KEYS = ("theta_gmm", "theta_cons")
 _TRAIN_KEYS = ("beta", "theta_r", "theta_r2", "epochs", "milestones", "lr", "batch")
 
-PRESETS: dict[str, dict] = {name: {k: asdict(p)[k] for k in _SELECTION_KEYS} for name, p in PRESET_TABLE.items()}
-"""Selection thresholds per preset: ``{"theta_gmm": 0.5, "theta_cons": 0.8}``."""
+#: the paper's rule looks at each sample alone: its presets switch the neighbour scores off
+_NEIGHBOURS_OFF = {"use_knn_agreement": False, "use_lemon": False, "combine": "all"}
+#: "paper + neighbours": the paper's default thresholds plus the neighbour scores (beyond the
+#: paper; clipcleaner_core/neighbours.py; benchmarks/bench_neighbours.py measures it)
+PAPER_WITH_NEIGHBOURS = "paper + neighbours"
+_WITH_NEIGHBOURS = {"theta_gmm": 0.5, "theta_cons": 0.8, "theta_knn": 0.3,
+                    "use_knn_agreement": True, "use_lemon": True, "combine": "majority"}
+
+PRESETS: dict[str, dict] = {
+    **{name: {**{k: asdict(p)[k] for k in _SELECTION_KEYS}, **_NEIGHBOURS_OFF}
+       for name, p in PRESET_TABLE.items()},
+    PAPER_WITH_NEIGHBOURS: _WITH_NEIGHBOURS,
+}
+"""Selection settings per preset: ``{"theta_gmm": 0.5, "theta_cons": 0.8, "use_knn_agreement":
+False, "use_lemon": False}`` for the paper's datasets; ``"paper + neighbours"`` turns the
+neighbour scores on (``theta_knn`` their threshold) and keeps a sample that passes at least half
+of the enabled scores (``combine="majority"``: with the neighbours in, an intersection loses more
+clean samples than noisy ones; see benchmarks/bench_neighbours.py)."""
 
 TRAIN_PRESETS: dict[str, dict] = {name: {k: asdict(p)[k] for k in _TRAIN_KEYS} for name, p in PRESET_TABLE.items()}
 """MixFix schedule per preset: beta, theta_r, theta_r2, epochs, milestones, lr, batch."""

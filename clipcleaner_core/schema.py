@@ -43,7 +43,9 @@ class Score:
         return f"use_{self.name}"
 
 
-FAMILIES = {"zs": "zero-shot", "lr": "linear probe"}
+FAMILIES = {"zs": "zero-shot", "lr": "linear probe", "nb": "neighbours"}
+#: the paper's families: their scores are on by default; the others are off unless asked for
+PAPER_FAMILIES = ("zs", "lr")
 SCORES: tuple[Score, ...] = (
     Score("zs_loss", "zs", "loss", "zs_loss_score", "zs_clean_prob", "theta_gmm", "zero-shot loss"),
     Score("zs_consistency", "zs", "consistency", "zs_consistency", "zs_consistency", "theta_cons",
@@ -51,18 +53,28 @@ SCORES: tuple[Score, ...] = (
     Score("lr_loss", "lr", "loss", "lr_loss_score", "lr_clean_prob", "theta_gmm", "probe loss"),
     Score("lr_consistency", "lr", "consistency", "lr_consistency", "lr_consistency", "theta_cons",
           "probe consistency"),
+    # beyond the paper (clipcleaner_core/neighbours.py): off by default and in the paper presets
+    Score("knn_agreement", "nb", "consistency", "knn_agreement", "knn_agreement", "theta_knn",
+          "kNN label agreement"),
+    Score("lemon", "nb", "loss", "lemon_score", "lemon_clean_prob", "theta_gmm",
+          "LEMoN neighbour distance"),
 )
 SCORE_NAMES = tuple(score.name for score in SCORES)
 SCORES_BY_NAME = {score.name: score for score in SCORES}
 SCORE_LABELS = {score.name: score.label for score in SCORES}
+PAPER_SCORE_NAMES = tuple(score.name for score in SCORES if score.family in PAPER_FAMILIES)
 
 DECISIONS = ("keep", "drop", "relabel")
 NO_DECISION = ""
 TABLE_COLUMNS = (
     "index", "path", "given_label", "suggested_label", "label_score", "is_label_issue",
     "is_clean", "zs_loss_score", "zs_consistency", "lr_loss_score", "lr_consistency",
-    "zs_clean_prob", "lr_clean_prob", "review_decision", "final_label",
+    "knn_agreement", "lemon_score", "zs_clean_prob", "lr_clean_prob", "lemon_clean_prob",
+    *("duplicate_group", "is_conflicting_duplicate", "outlier_score", "is_outlier"),
+    "review_decision", "final_label",
 )
+#: issue types beyond label noise (neighbours.py): -1 / False / NaN without neighbour evidence
+ISSUE_COLUMNS = ("duplicate_group", "is_conflicting_duplicate", "outlier_score", "is_outlier")
 TRUTH_COLUMNS = ("true_label", "is_noisy")
 #: review_decision is categorical: these are its categories, code 0 = no decision
 DECISION_CATEGORIES = (NO_DECISION, *DECISIONS)

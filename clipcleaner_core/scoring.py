@@ -16,6 +16,11 @@ Score contracts (N = samples, K = classes; "higher = more likely the given label
 - clean probability: (N,) float64 in [0, 1]; posterior of the larger-mean component of a
   2-component Gaussian mixture fitted to the loss scores of each given class (``gmm.py``);
   1.0 for classes with fewer than 2 samples.
+- neighbour evidence (``config.neighbours`` = k > 0; beyond the paper, see ``neighbours.py``):
+  ``knn_agreement`` (N,) in [0, 1]; ``lemon_score`` (N,) in [0, 1] (a loss-kind score: the
+  LEMoN-style distance negated and min-max normalised within each class, with its mixture
+  posterior ``lemon_clean_prob``; needs zero-shot text features); ``outlier_score`` (N,) in
+  [0, 2] and ``outlier_z`` (N,); the kNN graph ``knn_indices`` / ``knn_similarities`` (N, k).
 """
 from __future__ import annotations
 
@@ -32,6 +37,8 @@ from scipy.special import log_softmax
 from . import atomic
 from .errors import Cancelled, ConfigError, DataError
 from .gmm import ClassMixtures, fit_mixtures, mixture_posterior
+from .neighbours import KnnGraph, class_text_centroids, knn_agreement, knn_graph, lemon_distance, \
+    max_text_similarity, outlier_scores
 from .probe import PROBE_MODES, fit_probe_predictor
 from .validation import check_labels
 
@@ -39,23 +46,26 @@ log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int, "float | None"], None]
 # 2: the per-class mixtures are stored; 3: probe at the whitened tolerance; 4: per-sample vectors
-# and a top-k instead of the (N, K) matrices
-FIT_FORMAT_VERSION = 4
+# and a top-k instead of the (N, K) matrices; 5: neighbour evidence
+FIT_FORMAT_VERSION = 5
 TOP_K = 5
 #: bytes of float64 work per row chunk: rows = CHUNK_BYTES // (8 * max(K, prompts)), at least 256
 CHUNK_BYTES = 64 * 2**20
 _ARRAYS = (
     "labels", "zs_loss_score", "zs_consistency", "lr_loss_score", "lr_consistency",
     "zs_clean_prob", "lr_clean_prob", "zs_top_classes", "zs_top_probs", "lr_top_classes",
-    "lr_top_probs", "suggested_both",
+    "lr_top_probs", "suggested_both", "knn_indices", "knn_similarities", "knn_agreement",
+    "lemon_score", "lemon_clean_prob", "outlier_score", "outlier_z",
 )
+_MIXTURE_PREFIXES = ("zs", "lr", "lemon")
 
 
 @dataclass(frozen=True)
 class ScoringConfig:
     """What to fit. ``temperature`` is tau of DESIGN §2 step 3; ``probe`` one of
     ``"in-sample"`` (the paper), ``"cross-val"`` (``n_folds``-fold out-of-sample) or ``"off"``;
-    ``probe_c`` is the probe's inverse L2 strength; ``seed`` drives the cross-val folds."""
+    ``probe_c`` is the probe's inverse L2 strength; ``seed`` drives the cross-val folds.
+    ``neighbours`` is k of the neighbour evidence (0 = none); the paper's rule never reads it."""
 
     temperature: float = 0.07
     zeroshot: bool = True
@@ -63,6 +73,7 @@ class ScoringConfig:
     n_folds: int = 5
     probe_c: float = 1.0
     seed: int = 0
+    neighbours: int = 10
 
     def __post_init__(self):
         if self.probe not in PROBE_MODES:
@@ -75,6 +86,10 @@ class ScoringConfig:
             raise ConfigError(f"n_folds={self.n_folds!r} must be >= 2 for cross-val.")
         if not self.probe_c > 0:
             raise ConfigError(f"probe_c={self.probe_c!r} must be > 0 (default 1.0).")
+        if isinstance(self.neighbours, bool) or int(self.neighbours) != self.neighbours \
+                or self.neighbours < 0:
+            raise ConfigError(f"neighbours={self.neighbours!r} must be a whole number >= 0 "
+                              "(k nearest neighbours; 0 turns the neighbour evidence off).")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -98,6 +113,11 @@ class ScoreFit:
 
     ``suggested_both``: (N,) int32 argmax of ``p_zs + p_lr`` (None unless both sources are on);
     the single-source argmaxes are ``s_top_classes[:, 0]``.
+
+    Neighbour evidence (None when ``config.neighbours == 0``; ``lemon_*`` also without zero-shot):
+    ``knn_indices`` (N, k) int32 / ``knn_similarities`` (N, k) float32, the kNN graph;
+    ``knn_agreement``, ``lemon_score``, ``lemon_clean_prob``, ``outlier_score``, ``outlier_z``
+    (N,) float64 as in the module doc; ``lemon_mixtures`` the mixtures behind ``lemon_clean_prob``.
     """
 
     config: ScoringConfig
@@ -116,6 +136,14 @@ class ScoreFit:
     suggested_both: np.ndarray | None = None
     zs_mixtures: ClassMixtures | None = None
     lr_mixtures: ClassMixtures | None = None
+    knn_indices: np.ndarray | None = None
+    knn_similarities: np.ndarray | None = None
+    knn_agreement: np.ndarray | None = None
+    lemon_score: np.ndarray | None = None
+    lemon_clean_prob: np.ndarray | None = None
+    outlier_score: np.ndarray | None = None
+    outlier_z: np.ndarray | None = None
+    lemon_mixtures: ClassMixtures | None = None
 
     def suggested_label(self, *, zeroshot: bool, probe: bool) -> np.ndarray:
         """(N,) int64 argmax of the mean of the chosen probability matrices (DESIGN §2 step 10)."""
@@ -145,6 +173,17 @@ class ScoreFit:
     @property
     def has_probe(self) -> bool:
         return self.lr_loss_score is not None
+
+    @property
+    def has_neighbours(self) -> bool:
+        return self.knn_indices is not None
+
+    @property
+    def knn(self) -> KnnGraph | None:
+        """The kNN graph the neighbour evidence came from (None without it)."""
+        if self.knn_indices is None:
+            return None
+        return KnnGraph(self.knn_indices, self.knn_similarities, "cached")
 
 
 def zero_shot_log_probabilities(
@@ -222,6 +261,7 @@ def fit_scores(
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
     chunk_rows: int | None = None,
+    knn: KnnGraph | None = None,
 ) -> ScoreFit:
     """DESIGN §2 steps 3–6 with memory that grows with N, not N x K.
 
@@ -238,6 +278,9 @@ def fit_scores(
         labels: (N,) int given labels in [0, num_classes).
         text_features, text_labels: (M, D) prompt features and (M,) their classes; required
             when ``config.zeroshot`` is True.
+        knn: a precomputed kNN graph of ``image_features`` with at least ``config.neighbours``
+            neighbours (e.g. the cached one of :func:`clipcleaner_core.neighbours.knn_graph`);
+            built in memory when None and ``config.neighbours > 0``.
     """
     features, labels = _validate_features(image_features, labels, num_classes)
     if config.zeroshot and (text_features is None or text_labels is None):
@@ -267,7 +310,38 @@ def fit_scores(
         parts[f"{prefix}_mixtures"] = mixtures
         parts[f"{prefix}_clean_prob"] = mixture_posterior(loss, labels, mixtures)
     _notify(progress, "mixtures", 1, 1)
+    if config.neighbours:
+        parts.update(_neighbour_parts(features, labels, num_classes, config, knn, parts,
+                                      text_features, text_labels, progress, cancel))
     return ScoreFit(config=config, num_classes=num_classes, labels=labels, **parts)
+
+
+def _neighbour_parts(features, labels, num_classes, config, knn, parts, text_features,
+                     text_labels, progress, cancel) -> dict:
+    """The neighbour evidence of the fit: per-sample vectors and the (N, k) graph."""
+    k = min(int(config.neighbours), labels.size - 1)
+    if knn is None:
+        knn = knn_graph(features, k=max(k, 1), seed=config.seed, progress=progress, cancel=cancel)
+    if len(knn) != labels.size or knn.k < k:
+        raise DataError(f"the kNN graph has {len(knn)} rows and {knn.k} neighbours; need "
+                        f"{labels.size} rows and >= {k} (rebuild it for these features).")
+    graph = KnnGraph(np.ascontiguousarray(knn.indices[:, :k]),
+                     np.ascontiguousarray(knn.similarities[:, :k]), knn.method)
+    centroids = text_max = None
+    if config.zeroshot:
+        centroids = class_text_centroids(text_features, text_labels, num_classes=num_classes)
+        text_max = max_text_similarity(features, centroids)
+    outlier_score, outlier_z = outlier_scores(graph, text_max)
+    out = {"knn_indices": graph.indices, "knn_similarities": graph.similarities,
+           "knn_agreement": knn_agreement(graph, labels), "outlier_score": outlier_score,
+           "outlier_z": outlier_z}
+    if centroids is not None:
+        distance = lemon_distance(features, graph, labels, centroids)
+        lemon = _normalise_within_class(-distance, labels, num_classes)
+        mixtures = fit_mixtures(lemon, labels, num_classes=num_classes)
+        out.update(lemon_score=lemon, lemon_mixtures=mixtures,
+                   lemon_clean_prob=mixture_posterior(lemon, labels, mixtures))
+    return out
 
 
 class _ZeroShot:
@@ -356,7 +430,7 @@ def _check_finite(array, name, rows=65536):
 def save_fit(fit: ScoreFit, path: str | Path) -> Path:
     """Write ``fit`` atomically to ``path`` (.npz) with a JSON sidecar (config, K, versions)."""
     arrays = {name: getattr(fit, name) for name in _ARRAYS if getattr(fit, name) is not None}
-    for prefix in ("zs", "lr"):
+    for prefix in _MIXTURE_PREFIXES:
         mixtures = getattr(fit, f"{prefix}_mixtures")
         if mixtures is not None:
             arrays.update({f"{prefix}_mixtures_{f.name}": getattr(mixtures, f.name)
@@ -387,7 +461,7 @@ def load_fit(path: str | Path) -> ScoreFit:
         )
     with np.load(path, allow_pickle=False) as data:
         arrays = {name: data[name] for name in _ARRAYS if name in data.files}
-        for prefix in ("zs", "lr"):
+        for prefix in _MIXTURE_PREFIXES:
             names = [f"{prefix}_mixtures_{f.name}" for f in dataclasses.fields(ClassMixtures)]
             if all(name in data.files for name in names):
                 arrays[f"{prefix}_mixtures"] = ClassMixtures(*(data[name] for name in names))

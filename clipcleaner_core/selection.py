@@ -18,14 +18,28 @@ from .schema import (  # noqa: F401  (re-exported: the schema's names as selecti
     DECISIONS, SCORE_NAMES, SCORES, SCORES_BY_NAME, TABLE_COLUMNS, apply_decisions,
     decision_effects,
 )
+from .neighbours import Duplicates, find_duplicates
 from .presets import PRESETS, TRAIN_PRESETS  # noqa: F401  re-exported; the one table is presets.py
+from .schema import ISSUE_COLUMNS
 from .scoring import ScoreFit
+
+
+#: how the enabled scores' passes decide: "all" (DESIGN §2 step 8) or "majority" (half or more)
+COMBINE_RULES = ("all", "majority")
 
 
 @dataclass(frozen=True)
 class SelectionConfig:
     """Thresholds (DESIGN §2 step 7) and which scores take part (step 8). ``refill`` turns the
-    empty-class refill of step 9 on or off."""
+    empty-class refill of step 9 on or off.
+
+    Beyond the paper (off by default, so the default is the paper's rule exactly): the neighbour
+    scores ``use_knn_agreement`` (passes when ``knn_agreement >= theta_knn``) and ``use_lemon``
+    (passes when its clean probability >= ``theta_gmm``); ``combine`` how the passes of the
+    enabled scores make the decision: ``"all"`` (the paper: a sample must pass every score) or
+    ``"majority"`` (it must pass at least half of them). ``duplicate_threshold`` (cosine) and
+    ``outlier_z`` (robust z) only flag near-duplicates and outliers; they never change
+    ``is_clean``."""
 
     theta_gmm: float = 0.5
     theta_cons: float = 0.8
@@ -34,12 +48,26 @@ class SelectionConfig:
     use_lr_loss: bool = True
     use_lr_consistency: bool = True
     refill: bool = True
+    theta_knn: float = 0.5
+    use_knn_agreement: bool = False
+    use_lemon: bool = False
+    combine: str = "all"
+    duplicate_threshold: float = 0.98
+    outlier_z: float = 3.5
 
     def __post_init__(self):
-        for name in ("theta_gmm", "theta_cons"):
+        for name in ("theta_gmm", "theta_cons", "theta_knn"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name}={value!r} must lie in [0, 1].")
+        if not -1.0 <= self.duplicate_threshold <= 1.0:
+            raise ConfigError(f"duplicate_threshold={self.duplicate_threshold!r} must lie in "
+                              "[-1, 1] (a cosine similarity; default 0.98).")
+        if not self.outlier_z > 0:
+            raise ConfigError(f"outlier_z={self.outlier_z!r} must be > 0 (default 3.5).")
+        if self.combine not in COMBINE_RULES:
+            raise ConfigError(f"unknown combine rule {self.combine!r}; valid rules: "
+                              f"{', '.join(COMBINE_RULES)}.")
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "SelectionConfig":
@@ -52,9 +80,7 @@ class SelectionConfig:
         return dataclasses.asdict(self)
 
     def requested(self) -> tuple[str, ...]:
-        flags = (self.use_zs_loss, self.use_zs_consistency, self.use_lr_loss,
-                 self.use_lr_consistency)
-        return tuple(name for name, on in zip(SCORE_NAMES, flags) if on)
+        return tuple(entry.name for entry in SCORES if getattr(self, entry.flag))
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +94,8 @@ class Selection:
     - ``refilled``: bool, True for samples added by the empty-class refill.
     - ``flagged_by``: score name -> bool array, True where the sample fails that score.
     - ``enabled``: the score names that took part (requested and available in the fit).
+    - ``duplicates``: near-duplicate groups at ``config.duplicate_threshold`` and
+      ``is_outlier`` (bool) at ``config.outlier_z``; None when the fit has no neighbour evidence.
     """
 
     clean_mask: np.ndarray
@@ -77,14 +105,14 @@ class Selection:
     flagged_by: dict
     enabled: tuple
     config: SelectionConfig
+    duplicates: Duplicates | None = None
+    is_outlier: np.ndarray | None = None
 
 
 def available_scores(fit: ScoreFit) -> tuple[str, ...]:
-    """Score names the fit can provide (zero-shot ones need text features, probe ones a probe)."""
-    return tuple(
-        name for name in SCORE_NAMES
-        if (fit.has_zeroshot if name.startswith("zs") else fit.has_probe)
-    )
+    """Score names the fit can provide (zero-shot ones need text features, probe ones a probe,
+    neighbour ones the neighbour evidence; LEMoN also text features)."""
+    return tuple(entry.name for entry in SCORES if getattr(fit, entry.column) is not None)
 
 
 def select(fit: ScoreFit, config: SelectionConfig = SelectionConfig()) -> Selection:
@@ -112,18 +140,24 @@ def _score_values(fit: ScoreFit, name: str) -> np.ndarray:
 def _compute_selection(fit: ScoreFit, config: SelectionConfig, enabled: tuple) -> Selection:
     n = len(fit)
     flagged_by = {}
-    clean = np.ones(n, dtype=bool)
+    failed = np.zeros(n, dtype=np.int32)
     score_sum = np.zeros(n)
     for name in enabled:
         values = _score_values(fit, name)
         theta = getattr(config, SCORES_BY_NAME[name].threshold)
         flagged_by[name] = values < theta
-        clean &= ~flagged_by[name]
+        failed += flagged_by[name]
         score_sum += values
+    # "all": no score failed (step 8); "majority": at most half of them failed
+    clean = failed == 0 if config.combine == "all" else 2 * failed <= len(enabled)
     refilled = np.zeros(n, dtype=bool)
     if config.refill:
         refilled = _refill(fit, clean, enabled)
         clean |= refilled
+    duplicates = is_outlier = None
+    if fit.has_neighbours:
+        duplicates = find_duplicates(fit.knn, fit.labels, threshold=config.duplicate_threshold)
+        is_outlier = fit.outlier_z > config.outlier_z
     return Selection(
         clean_mask=clean,
         label_score=score_sum / len(enabled),
@@ -132,6 +166,8 @@ def _compute_selection(fit: ScoreFit, config: SelectionConfig, enabled: tuple) -
         flagged_by=flagged_by,
         enabled=enabled,
         config=config,
+        duplicates=duplicates,
+        is_outlier=is_outlier,
     )
 
 
@@ -157,10 +193,11 @@ def _refill(fit: ScoreFit, clean: np.ndarray, enabled: tuple) -> np.ndarray:
 
 
 def _suggest(fit: ScoreFit, enabled: tuple) -> np.ndarray:
-    return fit.suggested_label(
-        zeroshot=any(name.startswith("zs") for name in enabled),
-        probe=any(name.startswith("lr") for name in enabled),
-    )
+    zeroshot = any(name.startswith("zs") for name in enabled)
+    probe = any(name.startswith("lr") for name in enabled)
+    if not (zeroshot or probe):  # only neighbour scores: suggest from every source the fit has
+        zeroshot, probe = fit.has_zeroshot, fit.has_probe
+    return fit.suggested_label(zeroshot=zeroshot, probe=probe)
 
 
 def score_table(
@@ -206,6 +243,7 @@ def score_table(
         if entry.kind == "loss":
             columns[entry.gate_column] = _column_or_nan(getattr(fit, entry.gate_column),
                                                         entry.name in selection.enabled, n)
+    columns.update(_issue_columns(fit, selection, n))
     columns["review_decision"] = effects.categorical()
     columns["final_label"] = final_label
     if true_labels is not None:
@@ -215,6 +253,18 @@ def score_table(
         columns["true_label"] = true_labels
         columns["is_noisy"] = true_labels != fit.labels
     return pd.DataFrame(columns, copy=False)
+
+
+def _issue_columns(fit: ScoreFit, selection: Selection, n: int) -> dict:
+    """Near-duplicate and outlier columns (ISSUE_COLUMNS); -1 / False / NaN without evidence."""
+    dup = selection.duplicates
+    outlier_score = fit.outlier_score
+    return dict(zip(ISSUE_COLUMNS, (
+        dup.group if dup is not None else np.full(n, -1, dtype=np.int64),
+        dup.conflicting if dup is not None else np.zeros(n, dtype=bool),
+        outlier_score if outlier_score is not None else np.full(n, np.nan),
+        selection.is_outlier if selection.is_outlier is not None else np.zeros(n, dtype=bool),
+    )))
 
 
 def _column_or_nan(values, enabled: bool, n: int) -> np.ndarray:

@@ -1,0 +1,267 @@
+"""Neighbour evidence against the paper's rule and cleanlab, on data with known truth; and the
+kNN index's speed and recall.
+
+Quality (``--quality``, the default): for each case, AUROC of ``label_score`` for finding wrong
+labels and F1 of the clean set for
+
+* ``paper``: the CLIPCleaner rule (``SelectionConfig()``: the in-sample probe, plus zero-shot when
+  the case has text features);
+* ``paper + neighbours``: the ``"paper + neighbours"`` preset (adds kNN label agreement, and the
+  LEMoN-style score when text features exist);
+* ``paper, majority``: an ablation: the paper's scores under the preset's majority rule without
+  the neighbour scores (what the neighbours add, beyond the change of rule);
+* ``cleanlab``: ``cleanlab.filter.find_label_issues`` (prune_by_noise_rate) on 5-fold
+  out-of-sample probabilities of scikit-learn's balanced logistic regression, AUROC from
+  ``cleanlab.rank.get_label_quality_scores`` (needs ``pip install cleanlab``: benchmark only).
+
+Cases: the demo (``clean("demo")``: digits, pixels encoder, sym 0.4), scikit-learn digits with
+sym 0.2 and pairwise asymmetric 0.4 noise, texture patches cut from the photographs that ship
+inside scikit-image (``pip install scikit-image``: benchmark only; 12 photographs = classes,
+HOG + intensity-histogram features) with sym 0.4 and pairwise asym 0.3 noise, and a seeded
+synthetic problem with text features (the only case where LEMoN can run offline: no CLIP weights).
+
+Index (``--index N``): exact vs approximate kNN graph build time and recall at k = 10 on N x 512
+clustered unit vectors (float16 memory map, as the embedding cache stores them), and the time of
+one query.
+
+    python benchmarks/bench_neighbours.py                # quality table (~2 min)
+    python benchmarks/bench_neighbours.py --index 200000 # index speed / recall
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from clipcleaner_core import neighbours  # noqa: E402
+from clipcleaner_core.metrics import label_issue_auroc, make_synthetic_problem, selection_metrics  # noqa: E402
+from clipcleaner_core.scoring import ScoringConfig, fit_scores  # noqa: E402
+from clipcleaner_core.selection import SelectionConfig, select  # noqa: E402
+
+DIGIT_PAIRS = ((7, 1), (1, 7), (3, 8), (5, 6), (4, 9), (2, 7))
+TEXTURE_IMAGES = ("brick", "grass", "gravel", "coins", "text", "moon", "camera", "coffee",
+                  "chelsea", "hubble_deep_field", "page", "rocket")
+
+
+# ---- cases --------------------------------------------------------------------------------------
+def demo_case(cache: Path) -> dict:
+    """The demo exactly as ``clean("demo")`` prepares it (pixels encoder, sym 0.4)."""
+    from clipcleaner_core.data import load_demo
+    from clipcleaner_core.encoders import EncoderSpec
+    from clipcleaner_core.pipeline import prepare
+
+    prepared = prepare(load_demo(), EncoderSpec(model="pixels"), cache_root=cache)
+    return {"features": np.asarray(prepared.features, dtype=np.float32), "labels": prepared.labels,
+            "true": prepared.true_labels, "k": 10}
+
+
+def digit_features(cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    from clipcleaner_core.data import load_demo
+    from clipcleaner_core.encoders import EncoderSpec
+    from clipcleaner_core.pipeline import prepare
+
+    prepared = prepare(load_demo(noise_rate=0), EncoderSpec(model="pixels"), cache_root=cache)
+    return np.asarray(prepared.features, dtype=np.float32), prepared.labels
+
+
+def pair_noise(true: np.ndarray, pairs, rate: float, seed: int) -> np.ndarray:
+    """Flip round(rate * n_c) samples of each source class c to its paired class."""
+    rng = np.random.default_rng(seed)
+    noisy = true.copy()
+    for source, target in pairs:
+        members = np.flatnonzero(true == source)
+        noisy[rng.choice(members, size=int(round(rate * members.size)), replace=False)] = target
+    return noisy
+
+
+def texture_patches(per_class: int = 150, size: int = 32, seed: int = 0):
+    """(N, size, size) float patches cut at seeded random places from scikit-image's bundled
+    photographs; the class of a patch is the photograph it came from."""
+    from skimage import color, data, transform
+
+    rng = np.random.default_rng(seed)
+    patches, labels = [], []
+    for k, name in enumerate(TEXTURE_IMAGES):
+        image = getattr(data, name)()
+        gray = color.rgb2gray(image[..., :3]) if image.ndim == 3 else image.astype(float)
+        gray = gray / max(gray.max(), 1e-9)
+        if min(gray.shape) > 384:
+            gray = transform.rescale(gray, 384 / min(gray.shape), anti_aliasing=True)
+        ys = rng.integers(0, gray.shape[0] - size, per_class)
+        xs = rng.integers(0, gray.shape[1] - size, per_class)
+        patches.extend(gray[y:y + size, x:x + size] for y, x in zip(ys, xs))
+        labels.extend([k] * per_class)
+    return np.stack(patches), np.asarray(labels, dtype=np.int64)
+
+
+def texture_features(patches: np.ndarray) -> np.ndarray:
+    """HOG (8-px cells) + a 16-bin intensity histogram per patch, centred and L2-normalised."""
+    from skimage.feature import hog
+
+    rows = []
+    for patch in patches:
+        h = hog(patch, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2))
+        hist = np.histogram(patch, bins=16, range=(0, 1))[0] / patch.size
+        rows.append(np.concatenate([h, 2.0 * hist]))
+    features = np.asarray(rows)
+    features -= features.mean(axis=0)
+    return (features / np.linalg.norm(features, axis=1, keepdims=True)).astype(np.float32)
+
+
+def cases(cache: Path) -> dict:
+    out = {"demo (digits, sym 0.4)": demo_case(cache)}
+    features, true = digit_features(cache)
+    from clipcleaner_core.data.noise import symmetric_noise
+
+    out["digits sym 0.2"] = {"features": features, "true": true, "k": 10,
+                             "labels": symmetric_noise(true, 10, 0.2, seed=1)}
+    out["digits asym 0.4"] = {"features": features, "true": true, "k": 10,
+                              "labels": pair_noise(true, DIGIT_PAIRS, 0.4, seed=1)}
+    try:
+        patches, tex_true = texture_patches()
+    except ImportError:
+        logging.warning("scikit-image is not installed: skipping the texture cases")
+    else:
+        tex = texture_features(patches)
+        k = len(TEXTURE_IMAGES)
+        out["textures sym 0.4"] = {"features": tex, "true": tex_true, "k": k,
+                                   "labels": symmetric_noise(tex_true, k, 0.4, seed=2)}
+        pairs = tuple((c, (c + 1) % k) for c in range(k))
+        out["textures asym 0.3"] = {"features": tex, "true": tex_true, "k": k,
+                                    "labels": pair_noise(tex_true, pairs, 0.3, seed=2)}
+    p = make_synthetic_problem(3000, 10, 64, noise_rate=0.4, spread=2.0, seed=0)
+    out["synthetic + text, sym 0.4"] = {"features": p["features"], "true": p["true_labels"], "k": 10,
+                                        "labels": p["labels"], "text": p["text_features"],
+                                        "text_labels": p["text_labels"]}
+    return out
+
+
+# ---- methods ------------------------------------------------------------------------------------
+def ours(case: dict, config: SelectionConfig) -> tuple[float, float]:
+    if "fit" not in case:
+        case["fit"] = fit_scores(case["features"], case["labels"], num_classes=case["k"],
+                                 text_features=case.get("text"), text_labels=case.get("text_labels"),
+                                 config=ScoringConfig(zeroshot="text" in case))
+    fit = case["fit"]
+    selection = select(fit, config)
+    f1 = selection_metrics(selection.clean_mask, case["labels"], case["true"])["f1"]
+    return f1, label_issue_auroc(case["labels"], case["true"], selection.label_score)
+
+
+def cleanlab_baseline(case: dict, seed: int = 0) -> tuple[float, float]:
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    folds = StratifiedKFold(5, shuffle=True, random_state=seed)
+    model = LogisticRegression(class_weight="balanced", max_iter=2000)
+    probs = cross_val_predict(model, case["features"], case["labels"], cv=folds, method="predict_proba")
+    issues = find_label_issues(case["labels"], probs)
+    f1 = selection_metrics(~issues, case["labels"], case["true"])["f1"]
+    quality = get_label_quality_scores(case["labels"], probs)
+    return f1, label_issue_auroc(case["labels"], case["true"], quality)
+
+
+def quality_table(cache: Path) -> list[dict]:
+    rows = []
+    paper, with_neighbours = SelectionConfig(), SelectionConfig.from_preset("paper + neighbours")
+    for name, case in cases(cache).items():
+        started = time.perf_counter()
+        results = {"paper": ours(case, paper), "paper + neighbours": ours(case, with_neighbours),
+                   "paper, majority": ours(case, SelectionConfig(combine="majority"))}
+        try:
+            results["cleanlab"] = cleanlab_baseline(case)
+        except ImportError:
+            results["cleanlab"] = (float("nan"), float("nan"))
+        flip = float(np.mean(case["labels"] != case["true"]))
+        rows.append({"case": name, "n": case["labels"].size, "flip": flip, **results,
+                     "seconds": time.perf_counter() - started})
+    return rows
+
+
+def print_quality(rows: list[dict]) -> None:
+    methods = ("paper", "paper + neighbours", "cleanlab", "paper, majority")
+    print(f"{'case':26} {'N':>5} {'flip':>5}  " + "  ".join(f"{m + ' F1':>21} {'AUROC':>6}" for m in methods))
+    wins = 0
+    for row in rows:
+        cells = "  ".join(f"{row[m][0]:>21.4f} {row[m][1]:>6.4f}" for m in methods)
+        ours_f1, ours_auc = row["paper + neighbours"]
+        best = all(ours_f1 > row[m][0] and ours_auc > row[m][1] for m in ("paper", "cleanlab")
+                   if np.isfinite(row[m][0]))
+        wins += best
+        print(f"{row['case']:26} {row['n']:>5} {row['flip']:>5.2f}  {cells}  {'target met' if best else 'TARGET MISSED'}")
+    print(f"paper + neighbours above both others in F1 and AUROC: {wins} of {len(rows)} cases "
+          "('paper, majority': the paper's scores under the majority rule, no neighbours: ablation)")
+
+
+# ---- index --------------------------------------------------------------------------------------
+def clustered_memmap(path: Path, n: int, dim: int = 512, seed: int = 0) -> np.ndarray:
+    """(n, dim) float16 unit vectors around 1,000 centres with a shared direction (CLIP-like),
+    written chunk by chunk to a memory map."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((1000, dim)).astype(np.float32)
+    shared = 3.0 * rng.standard_normal(dim).astype(np.float32)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(n, dim))
+    for lo in range(0, n, 65536):
+        hi = min(n, lo + 65536)
+        rows = centres[rng.integers(0, 1000, hi - lo)] + shared
+        rows += 0.9 * rng.standard_normal((hi - lo, dim)).astype(np.float32)
+        out[lo:hi] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    out.flush()
+    return np.load(path, mmap_mode="r")
+
+
+def index_benchmark(n: int, folder: Path, n_check: int = 500) -> None:
+    features = clustered_memmap(folder / "features.npy", n)
+    rng = np.random.default_rng(1)
+    probe = np.sort(rng.choice(n, size=min(n_check, n), replace=False))
+    started = time.perf_counter()
+    index = neighbours.neighbour_index(features, key=f"bench-{n}", cache_root=folder, method="approximate")
+    built = time.perf_counter() - started
+    started = time.perf_counter()
+    graph = index.graph(10)
+    graphed = time.perf_counter() - started
+    base = np.asarray(features, dtype=np.float32)
+    exact, _ = neighbours._exact_search(base, base[probe], 11)
+    truth = [set(row[row != i][:10]) for row, i in zip(exact, probe)]
+    recall = np.mean([len(t & set(graph.indices[i])) / 10 for t, i in zip(truth, probe)])
+    timings = []
+    for row in probe[:50]:
+        t0 = time.perf_counter()
+        index.search(base[row][None, :], 10)
+        timings.append(time.perf_counter() - t0)
+    started = time.perf_counter()
+    neighbours.neighbour_index(features, key=f"bench-{n}", cache_root=folder, method="approximate").graph(10)
+    reloaded = time.perf_counter() - started
+    print(f"N={n:,} x 512 (float16 memmap), faiss IVF-Flat {neighbours._n_lists(n)} lists, "
+          f"nprobe {neighbours.N_PROBE}: build {built:.1f} s, kNN graph (k=10) {graphed:.1f} s, "
+          f"recall@10 vs exact ({len(probe)} rows) {recall:.4f}, one query median "
+          f"{1e3 * np.median(timings):.2f} ms, reload from the cache {reloaded:.2f} s")
+    small = base[:min(n, 20_000)]
+    started = time.perf_counter()
+    neighbours.NeighbourIndex(small, method="exact").graph(10)
+    print(f"exact kNN graph at N={small.shape[0]:,}: {time.perf_counter() - started:.1f} s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--index", type=int, default=0, help="benchmark the index at this N instead")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.index:
+            index_benchmark(args.index, Path(tmp))
+        else:
+            print_quality(quality_table(Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()

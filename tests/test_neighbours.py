@@ -1,0 +1,244 @@
+"""Neighbour evidence: the kNN index (exact against scikit-learn, approximate against exact), the
+neighbour scores, near-duplicates, outliers and similarity search, each on a planted case."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from clipcleaner_core import neighbours
+from clipcleaner_core.errors import ConfigError, DataError
+from clipcleaner_core.presets import PRESETS
+from clipcleaner_core.scoring import ScoringConfig, fit_scores, load_fit, save_fit
+from clipcleaner_core.selection import SelectionConfig, available_scores, score_table, select
+
+
+def unit(a):
+    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+
+
+def clusters(n=600, k=6, dim=32, spread=0.25, seed=0):
+    """Tight, well separated class clusters: (features, labels, centres)."""
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.standard_normal((k, dim)))
+    labels = np.arange(n) % k
+    features = unit(centres[labels] + spread * rng.standard_normal((n, dim)) / np.sqrt(dim))
+    return features, labels.astype(np.int64), centres
+
+
+def recall(found, truth):
+    return np.mean([len(set(a) & set(b)) / len(b) for a, b in zip(found, truth)])
+
+
+def test_exact_graph_equals_scikit_learn_brute_force():
+    from sklearn.neighbors import NearestNeighbors
+
+    features, _, _ = clusters(500, seed=1)
+    graph = neighbours.NeighbourIndex(features, method="exact").graph(10)
+    distances, indices = NearestNeighbors(n_neighbors=11, metric="cosine", algorithm="brute").fit(
+        features).kneighbors(features)
+    assert graph.indices.shape == (500, 10) and graph.indices.dtype == np.int32
+    assert not (graph.indices == np.arange(500)[:, None]).any()  # never itself
+    np.testing.assert_allclose(graph.similarities, 1 - distances[:, 1:], atol=1e-5)
+    assert recall(graph.indices, indices[:, 1:]) > 0.999  # equal up to ties
+    assert (np.diff(graph.similarities, axis=1) <= 1e-7).all()  # nearest first
+
+
+def test_exact_search_memory_is_blocked(monkeypatch):
+    """Row blocks of at most BLOCK_BYTES of similarities: a tiny budget gives the same graph."""
+    features, _, _ = clusters(300, seed=2)
+    whole = neighbours.NeighbourIndex(features, method="exact").graph(5)
+    monkeypatch.setattr(neighbours, "BLOCK_BYTES", 4 * 300 * 7)  # 7 rows per block
+    assert neighbours._exact_block_rows(300) == 7
+    blocked = neighbours.NeighbourIndex(features, method="exact").graph(5)
+    np.testing.assert_array_equal(whole.indices, blocked.indices)
+
+
+def test_approximate_graph_recall_against_exact_search():
+    features, _, _ = clusters(6000, k=40, dim=64, spread=1.0, seed=3)
+    exact = neighbours.NeighbourIndex(features, method="exact").graph(10)
+    approximate = neighbours.NeighbourIndex(features, method="approximate").graph(10)
+    assert approximate.method == "approximate" and approximate.indices.shape == (6000, 10)
+    assert not (approximate.indices == np.arange(6000)[:, None]).any()
+    assert recall(approximate.indices, exact.indices) >= 0.95
+    queries = features[:50] + 0.01
+    found, _ = neighbours.NeighbourIndex(features, method="approximate").search(unit(queries), 10)
+    truth, _ = neighbours.NeighbourIndex(features, method="exact").search(unit(queries), 10)
+    assert recall(found, truth) >= 0.95
+
+
+def test_auto_picks_exact_for_small_data_and_rejects_unknown_methods():
+    features, _, _ = clusters(100)
+    assert neighbours.NeighbourIndex(features).method_ == "exact"
+    with pytest.raises(ConfigError, match="valid: auto, exact, approximate"):
+        neighbours.NeighbourIndex(features, method="hnsw")
+    with pytest.raises(DataError, match="dimension 5"):
+        neighbours.NeighbourIndex(features).search(np.ones((1, 5)), 3)
+
+
+@pytest.mark.parametrize("method", ["exact", "approximate"])
+def test_index_and_graph_are_cached_on_disk_per_key(tmp_path, method):
+    features, _, _ = clusters(2000, k=20, spread=1.0, seed=4)
+    first = neighbours.knn_graph(features, k=8, method=method, key="emb1", cache_root=tmp_path)
+    folder = tmp_path / "neighbours" / f"emb1-{method}"
+    assert (folder / "graph-k8.npz").exists() and (folder / "graph-k8.npz.json").exists()
+    assert (folder / "index.faiss").exists() == (method == "approximate")
+    calls = []
+    again = neighbours.knn_graph(features, k=8, method=method, key="emb1", cache_root=tmp_path,
+                                 progress=lambda *a: calls.append(a))
+    assert calls == []  # loaded, not searched again
+    np.testing.assert_array_equal(first.indices, again.indices)
+    # other features under the same key (another N) are never served the stale graph
+    other = neighbours.knn_graph(features[:1500], k=8, method=method, key="emb1", cache_root=tmp_path)
+    assert len(other) == 1500 and other.indices.max() < 1500
+
+
+def test_knn_agreement_flags_a_flipped_label_inside_a_tight_cluster():
+    features, labels, _ = clusters(600, seed=5)
+    noisy = labels.copy()
+    noisy[7] = (labels[7] + 1) % 6
+    graph = neighbours.knn_graph(features, k=10)
+    agreement = neighbours.knn_agreement(graph, noisy)
+    assert agreement[7] == pytest.approx(0.0)
+    assert np.delete(agreement, 7).min() >= 0.85  # its neighbours lost at most one vote of 10
+    fit = fit_scores(features, noisy, num_classes=6, config=ScoringConfig(zeroshot=False))
+    selection = select(fit, SelectionConfig(use_knn_agreement=True))
+    assert selection.flagged_by["knn_agreement"][7] and not selection.clean_mask[7]
+    assert selection.flagged_by["knn_agreement"].sum() == 1
+
+
+def test_lemon_scores_the_flipped_label_lowest_in_its_given_class():
+    features, labels, centres = clusters(600, seed=6)
+    noisy = labels.copy()
+    noisy[10] = (labels[10] + 2) % 6
+    text_labels = np.repeat(np.arange(6), 2)
+    text = unit(centres[text_labels] + 0.05 * np.random.default_rng(0).standard_normal((12, 32)))
+    distance = neighbours.lemon_distance(features, neighbours.knn_graph(features, k=10), noisy,
+                                         neighbours.class_text_centroids(text, text_labels, num_classes=6))
+    same_class = np.flatnonzero(noisy == noisy[10])
+    assert distance[10] == distance[same_class].max()
+    fit = fit_scores(features, noisy, num_classes=6, text_features=text, text_labels=text_labels)
+    assert fit.lemon_score[10] == pytest.approx(0.0)
+    assert fit.lemon_clean_prob[10] < 0.5
+    assert fit.lemon_clean_prob[10] == fit.lemon_clean_prob[same_class].min()
+    assert "lemon" in available_scores(fit)
+
+
+def test_a_duplicate_under_another_label_is_a_conflicting_group():
+    features, labels, _ = clusters(300, seed=7)
+    features = np.vstack([features, features[3:4], features[40:41]])  # copies of 3 and 40
+    labels = np.append(labels, [(labels[3] + 1) % 6, labels[40]])
+    graph = neighbours.knn_graph(features, k=5)
+    found = neighbours.find_duplicates(graph, labels, threshold=0.999)
+    assert found.n_groups == 2
+    assert found.group[3] == found.group[300] == 0 and found.group[40] == found.group[301] == 1
+    assert (found.group >= 0).sum() == 4
+    assert found.conflicting[[3, 300]].all() and not found.conflicting[[40, 301]].any()
+    split = np.array(["train"] * 301 + ["test"])
+    crossing = neighbours.find_duplicates(graph, labels, threshold=0.999, split=split)
+    assert crossing.cross_split[[40, 301]].all() and not crossing.cross_split[[3, 300]].any()
+    with pytest.raises(ConfigError, match="must lie in"):
+        neighbours.find_duplicates(graph, labels, threshold=1.5)
+
+
+def test_an_outlier_from_another_distribution_scores_highest():
+    features, labels, _ = clusters(400, seed=8)
+    stranger = unit(np.random.default_rng(9).standard_normal((1, 32)))
+    features = np.vstack([features, stranger])
+    labels = np.append(labels, 0)
+    score, z = neighbours.outlier_scores(neighbours.knn_graph(features, k=10))
+    assert np.argmax(score) == 400 and z[400] > 3.5 and (np.delete(z, 400) < 3.5).mean() > 0.99
+    fit = fit_scores(features, labels, num_classes=6, config=ScoringConfig(zeroshot=False))
+    table = score_table(fit, select(fit))
+    assert table.loc[400, "is_outlier"] and table["outlier_score"].idxmax() == 400
+
+
+def test_zero_shot_evidence_flags_an_image_no_class_describes():
+    features, labels, centres = clusters(400, seed=10)
+    text_labels = np.arange(6)
+    graph = neighbours.knn_graph(features, k=10)
+    text_max = neighbours.max_text_similarity(features, centres)
+    text_max[5] = -0.5  # as if no class text described image 5
+    _, z = neighbours.outlier_scores(graph, text_max)
+    assert z[5] > 3.5 and np.argmax(z) == 5
+    assert neighbours.class_text_centroids(centres, text_labels, num_classes=6).shape == (6, 32)
+
+
+def test_similarity_search_finds_the_cluster_of_a_query():
+    features, labels, centres = clusters(600, seed=11)
+    index = neighbours.neighbour_index(features)
+    rows, sims = neighbours.rank_by_query(index, centres[2] * 3.0, k=50)  # any length is normalised
+    assert (labels[rows] == 2).all() and (np.diff(sims) <= 1e-7).all()
+    rows, _ = neighbours.rank_by_query(index, features[17], k=5)  # "more like this"
+    assert rows[0] == 17 and (labels[rows] == labels[17]).all()
+    with pytest.raises(DataError, match="zero or not finite"):
+        neighbours.rank_by_query(index, np.zeros(32))
+
+
+def test_default_selection_is_the_papers_rule_exactly():
+    features, labels, centres = clusters(600, spread=1.5, seed=12)
+    noisy = labels.copy()
+    flip = np.random.default_rng(1).random(600) < 0.3
+    noisy[flip] = np.random.default_rng(2).integers(0, 6, flip.sum())
+    text_labels = np.arange(6)
+    kwargs = dict(num_classes=6, text_features=centres, text_labels=text_labels)
+    with_nb = fit_scores(features, noisy, **kwargs)
+    without = fit_scores(features, noisy, config=ScoringConfig(neighbours=0), **kwargs)
+    assert with_nb.has_neighbours and not without.has_neighbours
+    for config in (SelectionConfig(), SelectionConfig.from_preset("cifar10-sym"),
+                   SelectionConfig.from_preset("webvision")):
+        a, b = select(with_nb, config), select(without, config)
+        assert a.enabled == b.enabled == ("zs_loss", "zs_consistency", "lr_loss", "lr_consistency")
+        np.testing.assert_array_equal(a.clean_mask, b.clean_mask)
+        np.testing.assert_array_equal(a.label_score, b.label_score)
+    defaults = SelectionConfig()
+    assert not defaults.use_knn_agreement and not defaults.use_lemon and defaults.combine == "all"
+    table = score_table(without, select(without))
+    assert table["knn_agreement"].isna().all() and (table["duplicate_group"] == -1).all()
+    assert not table["is_outlier"].any() and table["outlier_score"].isna().all()
+
+
+def test_paper_presets_switch_the_neighbours_off_and_the_new_preset_on():
+    on = SelectionConfig.from_preset("paper + neighbours")
+    assert on.use_knn_agreement and on.use_lemon and on.combine == "majority"
+    enabled = SelectionConfig(use_knn_agreement=True, use_lemon=True, combine="majority")
+    for name, values in PRESETS.items():
+        if name != "paper + neighbours":
+            config = dataclasses.replace(enabled, **values)
+            assert not config.use_knn_agreement and not config.use_lemon and config.combine == "all"
+
+
+def test_majority_keeps_a_sample_that_fails_one_score_of_three():
+    features, labels, _ = clusters(300, seed=13)
+    noisy = labels.copy()
+    noisy[0] = (labels[0] + 1) % 6
+    fit = fit_scores(features, noisy, num_classes=6, config=ScoringConfig(zeroshot=False))
+    config = SelectionConfig(use_knn_agreement=True)
+    strict, vote = select(fit, config), select(fit, dataclasses.replace(config, combine="majority"))
+    failed = sum(strict.flagged_by[name].astype(int) for name in strict.enabled)
+    np.testing.assert_array_equal(strict.clean_mask & ~strict.refilled, failed == 0)
+    np.testing.assert_array_equal(vote.clean_mask & ~vote.refilled, 2 * failed <= 3)
+    assert (vote.clean_mask >= strict.clean_mask).all()
+    with pytest.raises(ConfigError, match="valid rules: all, majority"):
+        SelectionConfig(combine="any")
+
+
+def test_fit_round_trip_keeps_the_neighbour_evidence(tmp_path):
+    features, labels, centres = clusters(200, seed=14)
+    fit = fit_scores(features, labels, num_classes=6, text_features=centres, text_labels=np.arange(6))
+    loaded = load_fit(save_fit(fit, tmp_path / "fit.npz"))
+    for name in ("knn_indices", "knn_similarities", "knn_agreement", "lemon_score",
+                 "lemon_clean_prob", "outlier_score", "outlier_z"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(fit, name))
+    np.testing.assert_array_equal(loaded.lemon_mixtures.means, fit.lemon_mixtures.means)
+
+
+def test_tiny_inputs_and_bad_settings():
+    features, labels, _ = clusters(3, k=3)
+    fit = fit_scores(features, labels, num_classes=3, config=ScoringConfig(zeroshot=False))
+    assert fit.knn_indices.shape == (3, 2)  # k = min(10, N - 1)
+    single = fit_scores(features[:1], labels[:1], num_classes=3, config=ScoringConfig(zeroshot=False))
+    assert single.knn_agreement.tolist() == [1.0]
+    with pytest.raises(ConfigError, match="whole number >= 0"):
+        ScoringConfig(neighbours=-1)
+    with pytest.raises(ConfigError, match="theta_knn"):
+        SelectionConfig(theta_knn=1.5)
