@@ -64,9 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    embed = sub.add_parser("embed", help="compute (or reuse) cached image embeddings")
+    embed = sub.add_parser("embed", help="compute (or reuse) cached image embeddings",
+                           description="Under torchrun (one process per GPU, any number of nodes) the "
+                           "chunks are shared out between the ranks; rank 0 writes the result.")
     _add_data_args(embed)
     _add_encoder_args(embed)
+    embed.add_argument("--features-dtype", default="float32", choices=["float32", "float16"],
+                       help="storage type of features.npy (float16: half the disk and memory)")
+    embed.add_argument("--chunk-size", type=int, default=1024,
+                       help="images per resumable chunk (under torchrun, the unit shared out between ranks)")
 
     sel = sub.add_parser("select", help="score and select from embeddings you already have")
     sel.add_argument("--image-features", required=True, metavar="X.npy", help="(N, D) image features")
@@ -164,23 +170,63 @@ def _stderr_progress(stage: str, done: int, total: int, rate: float | None) -> N
 
 
 def cmd_embed(args) -> int:
-    from clipcleaner_core.embed import embed_dataset
-
-    dataset = _load_data(args)
-    start = time.perf_counter()
-    embedding = embed_dataset(dataset, _encoder_spec(args), batch_size=args.batch_size,
-                              allow_download=args.allow_download,
-                              progress=lambda d, t, r=None: _stderr_progress("embed", d, t, r))
-    seconds = time.perf_counter() - start
+    group = _torchrun_group(args)
+    try:
+        start = time.perf_counter()
+        dataset, embedding = _embed(args, group, dtype=args.features_dtype, chunk_size=args.chunk_size)
+        seconds = time.perf_counter() - start
+    finally:
+        if group is not None:
+            group.close()
+    if group is not None and not group.is_main:
+        return 0
     reused = bool(embedding.meta.get("reused", False))
     print(json.dumps({
         "key": embedding.key, "folder": str(embedding.folder),
         "status": "reused" if reused else "written", "n": int(len(embedding.valid)),
         "dim": int(np.asarray(embedding.image_features).shape[1]),
+        "dtype": str(embedding.image_features.dtype), "world_size": embedding.meta.get("world_size", 1),
         "skipped_at_load": int(len(dataset.bad_files)),
         "undecodable": int(len(embedding.bad_files)), "seconds": round(seconds, 2),
     }, indent=2))
     return 0
+
+
+EMBED_TIMEOUT_HOURS = 24
+"""How long a rank of a torchrun embedding waits for the others (rank 0 may wait for another job's lock)."""
+
+
+def _torchrun_group(args):
+    """The process group of a ``torchrun`` launch (WORLD_SIZE > 1), or None for a single process."""
+    import os
+    from datetime import timedelta
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from clipcleaner_core.train.distributed import Distributed
+
+    device = "cuda" if args.device.startswith("cuda") else args.device  # each rank: cuda:LOCAL_RANK
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device {args.device} under torchrun: use auto, cpu or cuda")
+    return Distributed.setup(device, timeout=timedelta(hours=EMBED_TIMEOUT_HOURS))
+
+
+def _embed(args, group, *, dtype: str = "float32", chunk_size: int = 1024):
+    """(dataset, embedding) of the command's --data and encoder; sharded over ``group`` if any."""
+    from clipcleaner_core.embed import embed_dataset
+
+    spec = _encoder_spec(args)
+    stage = "embed"
+    if group is not None:
+        spec = dataclasses.replace(spec, device=str(group.device))
+        stage = f"embed rank {group.rank}/{group.world_size}"
+        dataset = group.run_everywhere(lambda: _load_data(args), what="loading the dataset")
+    else:
+        dataset = _load_data(args)
+    embedding = embed_dataset(dataset, spec, batch_size=args.batch_size, dtype=dtype, chunk_size=chunk_size,
+                              allow_download=args.allow_download, distributed=group,
+                              progress=lambda d, t, r=None: _stderr_progress(stage, d, t, r))
+    return dataset, embedding
 
 
 def cmd_select(args) -> int:
@@ -223,8 +269,17 @@ def cmd_run(args) -> int:
     from clipcleaner_core.prompts import load_prompt_set
 
     out_format = table_format(args.out, what="--out")
-    dataset = _load_data(args)
     scoring, selection_config = _settings(args)
+    group = _torchrun_group(args)
+    if group is not None:  # embedding sharded over the ranks, then the fit on rank 0 alone
+        try:
+            dataset, _ = _embed(args, group)
+        finally:
+            group.close()
+        if not group.is_main:
+            return 0
+    else:
+        dataset = _load_data(args)
     prompts = load_prompt_set(args.prompts) if args.prompts else None
     prepared = prepare(dataset, _encoder_spec(args), prompts=prompts, scoring=scoring,
                        progress=_stderr_progress, allow_download=args.allow_download)

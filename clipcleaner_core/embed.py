@@ -1,11 +1,13 @@
 """Embed a dataset's images (and prompt texts) once, cached by content, resumable and cancellable.
 
-``embed_dataset`` writes ``<cache>/embeddings/<key>/features.npy`` (N, D) float32, L2-normalised,
-memory-mappable, plus ``valid.npy`` and a JSON sidecar, where ``key`` hashes the dataset's content
-fingerprint and everything the encoder's output depends on (model, weights identity,
-preprocessing, precision, library versions). Work is done in fixed-size chunks, each written
+``embed_dataset`` writes ``<cache>/embeddings/<key>/features.npy`` (N, D) float32 (or float16 when
+asked), L2-normalised, memory-mappable, plus ``valid.npy`` and a JSON sidecar, where ``key`` hashes
+the dataset's content fingerprint and everything the encoder's output depends on (model, weights
+identity, preprocessing, precision, library versions, and the storage dtype when it is float16). Work is done in fixed-size chunks, each written
 atomically under ``chunks/``; an interrupted or cancelled run resumes from the last complete chunk.
-A file lock makes a second writer wait and then reuse the first writer's result.
+A file lock makes a second writer wait and then reuse the first writer's result. Under ``torchrun``
+(pass ``distributed=``) the chunks are shared out between the ranks: see
+:mod:`clipcleaner_core.embed_sharded`.
 
 DataLoader workers decode and preprocess (one torch thread each) while the main process runs the
 model under ``torch.inference_mode``. An image that fails to decode does not stop the run: its row
@@ -39,6 +41,7 @@ FORMAT_VERSION = 1
 FEATURES_NAME = "features.npy"
 VALID_NAME = "valid.npy"
 BAD_FILE_COLUMNS = ("index", "path", "reason")
+DTYPES = ("float32", "float16")
 Progress = Callable[[int, int, float], None]
 
 
@@ -49,11 +52,13 @@ class EmbeddingSet:
     Attributes:
         key: content key (folder name under ``<cache>/embeddings``).
         folder: the folder holding ``features.npy``, ``valid.npy`` and the sidecar.
-        image_features: (N, D) float32 read-only memmap, rows L2-normalised (zeros where invalid).
+        image_features: (N, D) float32 (or float16, see ``meta["dtype"]``) read-only memmap, rows
+            L2-normalised (zeros where invalid).
         valid: (N,) bool, False where the image could not be decoded.
         bad_files: DataFrame(index, path, reason) of the undecodable images.
-        meta: the sidecar (dataset, encoder identity, timings) plus ``reused``: True when this
-            call found the embeddings already cached.
+        meta: the sidecar (dataset, encoder identity, timings, ``dtype``, ``world_size`` and
+            ``chunk_ranks``: the rank that wrote each chunk) plus ``reused``: True when this call
+            found the embeddings already cached.
     """
 
     key: str
@@ -71,13 +76,19 @@ class EmbeddingSet:
         return int(self.image_features.shape[1])
 
 
-def embedding_key(dataset, encoder_spec: EncoderSpec) -> str:
-    """Content key of ``dataset`` x ``encoder_spec`` (no model is loaded)."""
-    return atomic.hash_json({
+def embedding_key(dataset, encoder_spec: EncoderSpec, *, dtype: str = "float32") -> str:
+    """Content key of ``dataset`` x ``encoder_spec`` x storage ``dtype`` (no model is loaded).
+
+    float32 keys are those of every earlier version; only float16 adds the dtype to the hash.
+    """
+    payload = {
         "format": FORMAT_VERSION,
         "dataset": dataset.content_fingerprint(),
         "encoder": encoder_identity(encoder_spec),
-    })[:24]
+    }
+    if dtype != "float32":
+        payload["dtype"] = dtype
+    return atomic.hash_json(payload)[:24]
 
 
 def embed_dataset(
@@ -91,6 +102,8 @@ def embed_dataset(
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
     allow_download: bool = False,
+    dtype: str = "float32",
+    distributed=None,
 ) -> EmbeddingSet:
     """Embed every image of ``dataset`` with ``encoder_spec``, reusing the cache when possible.
 
@@ -106,14 +119,26 @@ def embed_dataset(
         cancel: polled after every batch; returning True saves the complete chunks and raises
             :class:`~clipcleaner_core.errors.Cancelled`. Calling again resumes.
         allow_download: permit downloading missing weights.
+        dtype: ``"float32"`` or ``"float16"`` (half the disk and memory; the clean set is the
+            same within Jaccard 0.999).
+        distributed: a :class:`~clipcleaner_core.train.distributed.Distributed` of a ``torchrun``
+            job: rank ``r`` embeds chunks ``c`` with ``c % world_size == r`` and every rank returns
+            the same set (see :mod:`clipcleaner_core.embed_sharded`). None: this process alone.
 
     Returns:
-        :class:`EmbeddingSet` with (N, D) float32 L2-normalised features.
+        :class:`EmbeddingSet` with (N, D) L2-normalised features of ``dtype``.
     """
-    _validate(dataset, batch_size, num_workers, chunk_size)
-    _fetch_if_allowed(encoder_spec, allow_download)
+    _validate(dataset, batch_size, num_workers, chunk_size, dtype)
     root = Path(cache_root) if cache_root is not None else cache_dir()
-    key = embedding_key(dataset, encoder_spec)
+    options = {"batch_size": batch_size, "num_workers": num_workers, "chunk_size": chunk_size}
+    if distributed is not None and distributed.enabled:
+        from clipcleaner_core.embed_sharded import embed_sharded
+
+        return embed_sharded(dataset, encoder_spec, distributed, root=root, options=options,
+                             dtype=dtype, progress=progress, cancel=cancel,
+                             allow_download=allow_download)
+    _fetch_if_allowed(encoder_spec, allow_download)
+    key = embedding_key(dataset, encoder_spec, dtype=dtype)
     folder = root / "embeddings" / key
     cached = _load_complete(key, folder)
     if cached is not None:
@@ -124,8 +149,7 @@ def embed_dataset(
         if cached is not None:
             return cached
         _clear_incomplete(folder)
-        options = {"batch_size": batch_size, "num_workers": num_workers, "chunk_size": chunk_size}
-        _compute(dataset, encoder_spec, folder, key, options, progress, cancel)
+        _compute(dataset, encoder_spec, folder, key, options, dtype, progress, cancel)
     embedding = _load_complete(key, folder, reused=False)
     _register(root, embedding, dataset)
     return embedding
@@ -194,7 +218,9 @@ def _fetch_if_allowed(spec: EncoderSpec, allow_download: bool) -> None:
         resolve_weights(spec.model, spec.pretrained, allow_download=True)
 
 
-def _validate(dataset, batch_size, num_workers, chunk_size) -> None:
+def _validate(dataset, batch_size, num_workers, chunk_size, dtype="float32") -> None:
+    if dtype not in DTYPES:
+        raise CLIPCleanerError(f"unknown features dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     if len(dataset) == 0:
         raise DataError(f"dataset {dataset.name!r} has no samples to embed")
     for name, value, low in (("batch_size", batch_size, 1), ("chunk_size", chunk_size, 1),
@@ -216,7 +242,8 @@ def _load_complete(key: str, folder: Path, *, reused: bool = True) -> EmbeddingS
     except (OSError, ValueError) as exc:
         logger.warning("ignoring unreadable embeddings in %s (%s)", folder, exc)
         return None
-    if features.shape != (meta.get("n"), meta.get("dim")) or valid.shape != (meta.get("n"),):
+    if features.shape != (meta.get("n"), meta.get("dim")) or valid.shape != (meta.get("n"),) \
+            or features.dtype != np.dtype(meta.get("dtype", "float32")):
         logger.warning("ignoring embeddings in %s: their files do not match their sidecar", folder)
         return None
     bad = pd.DataFrame(meta.get("bad_files", []), columns=list(BAD_FILE_COLUMNS))
@@ -254,51 +281,75 @@ def _clear_incomplete(folder: Path) -> None:
             atomic.remove_artifact(folder / name)
 
 
-def _compute(dataset, spec, folder, key, options, progress, cancel) -> None:
-    from clipcleaner_core.embed_loader import chunk_plan, encode_chunks, read_chunk
-
+def _compute(dataset, spec, folder, key, options, dtype, progress, cancel) -> None:
     start = time.perf_counter()
-    chunks = folder / "chunks"
-    chunk_size = chunk_plan(chunks, len(dataset), options["chunk_size"])
-    n_chunks = math.ceil(len(dataset) / chunk_size)
-    pending = [c for c in range(n_chunks) if read_chunk(chunks, c) is None]
+    chunk_size, n_chunks = plan_chunks(folder, len(dataset), options["chunk_size"])
     encoder = _encoder(spec, allow_download=False)
-    _check_space(folder, len(dataset), encoder.dim, pending_rows=sum(
-        min(len(dataset), (c + 1) * chunk_size) - c * chunk_size for c in pending))
-    if pending:
-        num_workers = options["num_workers"]
-        if num_workers is None:
-            num_workers = 0 if len(dataset) <= options["batch_size"] else min(8, os.cpu_count() or 1)
-        logger.info("embedding %d of %d chunks of %s with %s (%d workers)", len(pending), n_chunks,
-                    dataset.name, encoder.name, num_workers)
-        encode_chunks(dataset, encoder, chunks, pending, chunk_size=chunk_size,
-                      batch_size=options["batch_size"], num_workers=num_workers,
-                      progress=progress, cancel=cancel)
-    elapsed = time.perf_counter() - start
-    meta = {
-        "key": key, "format": FORMAT_VERSION, "n": len(dataset), "dim": encoder.dim,
+    pending = pending_chunks(folder, n_chunks)
+    check_space(folder, len(dataset), encoder.dim, chunk_size, pending, dtype)
+    encode_pending(dataset, encoder, folder, pending, chunk_size, options, progress, cancel)
+    meta = describe(dataset, spec, encoder, key, options, chunk_size, dtype,
+                    seconds=time.perf_counter() - start, world_size=1)
+    _assemble(folder, folder / "chunks", n_chunks, encoder.dim, dataset, meta)
+
+
+def plan_chunks(folder: Path, n: int, chunk_size: int) -> tuple[int, int]:
+    """(chunk size, number of chunks) of ``folder``: a resumed run keeps its first run's size."""
+    from clipcleaner_core.embed_loader import chunk_plan
+
+    size = chunk_plan(folder / "chunks", n, chunk_size)
+    return size, math.ceil(n / size)
+
+
+def pending_chunks(folder: Path, n_chunks: int, *, rank: int = 0, world_size: int = 1) -> list[int]:
+    """The chunks of ``rank`` (``c % world_size == rank``) not yet complete, whoever wrote the rest."""
+    from clipcleaner_core.embed_loader import read_chunk
+
+    return [c for c in range(rank, n_chunks, world_size) if read_chunk(folder / "chunks", c) is None]
+
+
+def encode_pending(dataset, encoder, folder, pending, chunk_size, options, progress, cancel,
+                   *, rank: int = 0) -> None:
+    from clipcleaner_core import embed_loader
+
+    if not pending:
+        return
+    num_workers = options["num_workers"]
+    if num_workers is None:
+        num_workers = 0 if len(dataset) <= options["batch_size"] else min(8, os.cpu_count() or 1)
+    logger.info("rank %d: embedding %d chunks of %s with %s (%d workers)", rank, len(pending),
+                dataset.name, encoder.name, num_workers)
+    embed_loader.encode_chunks(dataset, encoder, folder / "chunks", pending, chunk_size=chunk_size,
+                               batch_size=options["batch_size"], num_workers=num_workers,
+                               progress=progress, cancel=cancel, rank=rank)
+
+
+def describe(dataset, spec, encoder, key, options, chunk_size, dtype, *, seconds, world_size) -> dict:
+    """The sidecar of the features, less what assembling adds (validity, bad files, chunk ranks)."""
+    return {
+        "key": key, "format": FORMAT_VERSION, "n": len(dataset), "dim": encoder.dim, "dtype": dtype,
         "dataset": {"content_fingerprint": dataset.content_fingerprint(), "name": dataset.name,
                     "kind": dataset.kind, "spec": dataset.spec},
         "encoder": encoder.name, "encoder_spec": spec.to_dict(), "identity": encoder.identity(),
         "has_text": encoder.has_text, "chunk_size": chunk_size, "options": options,
-        "seconds": round(elapsed, 3), "created": time.time(),
+        "world_size": world_size, "seconds": round(seconds, 3), "created": time.time(),
     }
-    _assemble(folder, chunks, n_chunks, encoder.dim, dataset, meta)
 
 
-def _check_space(folder: Path, n: int, dim: int, *, pending_rows: int) -> None:
-    """Fail before encoding when the chunks still to write plus features.npy cannot fit (both
-    are on disk at once while features.npy is assembled)."""
-    row_bytes = dim * np.dtype(np.float32).itemsize
-    needed = pending_rows * row_bytes + n * row_bytes + n + 2 * atomic.NPY_HEADER_BYTES
+def check_space(folder: Path, n: int, dim: int, chunk_size: int, pending: list[int], dtype: str) -> None:
+    """Fail before encoding when the chunks still to write (float32) plus features.npy (``dtype``)
+    cannot fit (both are on disk at once while features.npy is assembled)."""
+    pending_rows = sum(min(n, (c + 1) * chunk_size) - c * chunk_size for c in pending)
+    chunk_row, row = dim * 4, dim * np.dtype(dtype).itemsize
+    needed = pending_rows * chunk_row + n * row + n + 2 * atomic.NPY_HEADER_BYTES
     storage.check_free_space(folder, needed, what=f"the embeddings of {n} images as chunks, then "
-                            f"as features.npy ({n} x {dim} float32)")
+                            f"as features.npy ({n} x {dim} {dtype})")
 
 
-def _npy_header(shape: tuple[int, int]) -> bytes:
+def _npy_header(shape: tuple[int, int], dtype: np.dtype) -> bytes:
     buffer = io.BytesIO()
     np.lib.format.write_array_header_1_0(buffer, {
-        "descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
+        "descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
         "shape": shape})
     return buffer.getvalue()
 
@@ -309,28 +360,34 @@ def _assemble(folder: Path, chunks: Path, n_chunks: int, dim: int, dataset, meta
     features.npy is preallocated and written with ordinary writes (never through a memory map),
     so a full disk is a :class:`~clipcleaner_core.storage.StorageError`, not a SIGBUS.
     """
-    from clipcleaner_core.embed_loader import read_chunk
+    from clipcleaner_core.embed_loader import chunk_rank, read_chunk
 
     n = len(dataset)
     valid = np.ones(n, dtype=bool)
-    bad_rows = []
-    header = _npy_header((n, dim))
-    size = len(header) + n * dim * 4
+    bad_rows, ranks = [], []
+    dtype = np.dtype(meta.get("dtype", "float32")).newbyteorder("<")
+    header = _npy_header((n, dim), dtype)
+    size = len(header) + n * dim * dtype.itemsize
     with atomic.atomic_path(folder / FEATURES_NAME, size=size, preallocate=True) as tmp:
         with open(tmp, "r+b") as handle:
             handle.write(header)
             for chunk in range(n_chunks):
-                features, bad = read_chunk(chunks, chunk)
-                handle.write(np.ascontiguousarray(features, dtype="<f4").tobytes())
+                complete = read_chunk(chunks, chunk)
+                if complete is None:
+                    raise CLIPCleanerError(f"chunk {chunk} under {chunks} is missing or incomplete; "
+                                           "run the same command again to embed it")
+                features, bad = complete
+                handle.write(np.ascontiguousarray(features, dtype=dtype).tobytes())
+                ranks.append(chunk_rank(chunks, chunk))
                 for index, reason in sorted(bad.items()):
                     valid[index] = False
                     bad_rows.append({"index": index, "path": dataset.paths[index], "reason": reason})
             if handle.tell() != size:
                 raise CLIPCleanerError(f"the chunks under {chunks} hold {handle.tell() - len(header)} "
-                                       f"bytes of features, expected {n * dim * 4}; delete {folder} "
-                                       "and embed again")
+                                       f"bytes of features, expected {n * dim * dtype.itemsize}; "
+                                       f"delete {folder} and embed again")
     atomic.save_npy(folder / VALID_NAME, valid)
-    meta.update(n_valid=int(valid.sum()), bad_files=bad_rows)
+    meta.update(n_valid=int(valid.sum()), bad_files=bad_rows, chunk_ranks=ranks)
     atomic.write_sidecar(folder / FEATURES_NAME, meta)
     shutil.rmtree(chunks, ignore_errors=True)
     if bad_rows:

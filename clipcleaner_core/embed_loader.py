@@ -1,7 +1,8 @@
 """The batched encoding loop behind :func:`clipcleaner_core.embed.embed_dataset`.
 
 Chunk ``c`` covers samples ``[c * chunk_size, (c + 1) * chunk_size)``. It is complete when both
-``chunks/<c>.npy`` (features) and ``chunks/<c>.json`` (row count and undecodable rows) exist; the
+``chunks/<c>.npy`` (features) and ``chunks/<c>.json`` (row count, undecodable rows and the rank that
+wrote it) exist; the
 JSON is written second, both atomically, so a crash never leaves a chunk that looks complete but
 is not. Batches never straddle chunks, so each chunk is saved the moment its last batch is done.
 """
@@ -55,10 +56,17 @@ def read_chunk(chunks: Path, chunk: int) -> tuple[np.ndarray, dict[int, str]] | 
     return features, {int(k): v for k, v in meta["bad"].items()}
 
 
-def _write_chunk(chunks: Path, chunk: int, features: np.ndarray, bad: dict[int, str]) -> None:
+def chunk_rank(chunks: Path, chunk: int) -> int:
+    """The rank (of a ``torchrun`` job; 0 for a single process) that wrote a complete chunk."""
+    meta = json.loads(_chunk_paths(chunks, chunk)[1].read_text(encoding="utf-8"))
+    return int(meta.get("rank", 0))
+
+
+def _write_chunk(chunks: Path, chunk: int, features: np.ndarray, bad: dict[int, str], rank: int = 0) -> None:
     features_path, meta_path = _chunk_paths(chunks, chunk)
     atomic.save_npy(features_path, features)
-    atomic.write_json(meta_path, {"rows": len(features), "bad": {str(k): v for k, v in bad.items()}})
+    atomic.write_json(meta_path, {"rows": len(features), "bad": {str(k): v for k, v in bad.items()},
+                                  "rank": rank})
 
 
 class ImageSource(torch.utils.data.Dataset):
@@ -127,8 +135,11 @@ def make_loader(dataset, encoder, batches, num_workers: int) -> torch.utils.data
 
 
 def encode_chunks(dataset, encoder, chunks: Path, pending: list[int], *, chunk_size: int,
-                  batch_size: int, num_workers: int, progress=None, cancel=None) -> None:
-    """Encode the ``pending`` chunks, saving each as soon as it is complete."""
+                  batch_size: int, num_workers: int, progress=None, cancel=None, rank: int = 0) -> None:
+    """Encode the ``pending`` chunks, saving each (marked with ``rank``) as soon as it is complete.
+
+    ``progress(done, n, images_per_s)`` counts every row outside ``pending`` as done.
+    """
     n = len(dataset)
     n_chunks = -(-n // chunk_size)
     done = n - sum(min(n, (c + 1) * chunk_size) - c * chunk_size for c in pending)
@@ -150,7 +161,7 @@ def encode_chunks(dataset, encoder, chunks: Path, pending: list[int], *, chunk_s
         buffer[filled:filled + len(features)] = features
         filled += len(features)
         if filled == len(buffer):
-            _write_chunk(chunks, chunk, buffer, bad)
+            _write_chunk(chunks, chunk, buffer, bad, rank)
         encoded += len(features)
         if progress is not None:
             progress(done + encoded, n, encoded / max(time.perf_counter() - start, 1e-9))
