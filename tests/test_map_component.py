@@ -227,7 +227,8 @@ window.renderMap = (args, codes) => {
   document.getElementById("f").contentWindow.postMessage({type: "streamlit:render", args: args}, "*");
 };
 </script></body></html>"""
-STATE_JS = "() => { const w = document.getElementById('f').contentWindow.umapMap; return w ? JSON.parse(JSON.stringify(w)) : null; }"
+STATE_JS = ("() => { const w = document.getElementById('f').contentWindow.umapMap; "
+            "return w ? JSON.parse(JSON.stringify(w)) : null; }")
 
 
 @pytest.fixture(scope="module")

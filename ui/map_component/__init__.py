@@ -17,8 +17,8 @@ the bundle into ``<cache>/components/umap_map/``, so no copy lives in git and no
 the network. The data files are gzip files, stored uncompressed inside (level 0: compressing
 saved 12-27 % of their size for seconds of CPU at a million points) and unpacked by the browser's
 DecompressionStream, because Streamlit's server gzips every other response of these megabytes again
-on each request, which took 2.5 s for a million-point layout. When that folder cannot be written, :func:`umap_map` returns None and the page falls
-back to ``st.plotly_chart``.
+on each request, which took 2.5 s for a million-point layout. When that folder cannot be written,
+:func:`umap_map` returns None and the page falls back to ``st.plotly_chart``.
 """
 from __future__ import annotations
 

@@ -165,7 +165,11 @@
   function panLater() {  // coalesce wheel / drag moves into one draw per frame
     hideTip();
     if (panFrame) return;
-    panFrame = requestAnimationFrame(function () { panFrame = 0; renderer.pan(); state.view = Object.assign({}, view); });
+    panFrame = requestAnimationFrame(function () {
+      panFrame = 0;
+      renderer.pan();
+      state.view = Object.assign({}, view);
+    });
   }
 
   function legend(args) {
@@ -208,14 +212,16 @@
   function hideTip() { tipEl.style.display = "none"; }
 
   function escapeHtml(s) {
-    return String(s).replace(/[&<>"]/g, function (c) { return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]; });
+    const entities = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" };
+    return String(s).replace(/[&<>"]/g, function (c) { return entities[c]; });
   }
 
   function tooltip(i) {
     const a = current, names = a.class_names;
     let html = "<b>#" + ids[i] + "</b> · " + escapeHtml(a.categories[codes[i]]);
     if (!hover) return html + "<br><i>loading labels…</i>";
-    html += "<br>given: " + escapeHtml(names[hover.given[i]]) + "<br>suggested: " + escapeHtml(names[hover.suggested[i]]);
+    html += "<br>given: " + escapeHtml(names[hover.given[i]]);
+    html += "<br>suggested: " + escapeHtml(names[hover.suggested[i]]);
     if (hover.true_labels) html += "<br>true: " + escapeHtml(names[hover.true_labels[i]]);
     a.score_names.forEach(function (name, s) {
       const v = hover["score" + s][i];
@@ -238,7 +244,9 @@
   // ---- box and lasso selection --------------------------------------------------------------------
   function setMode(mode) {
     state.mode = mode;
-    for (const b of document.querySelectorAll("#tools [data-mode]")) b.setAttribute("aria-pressed", String(b.dataset.mode === mode));
+    for (const b of document.querySelectorAll("#tools [data-mode]")) {
+      b.setAttribute("aria-pressed", String(b.dataset.mode === mode));
+    }
     mapEl.classList.toggle("select", mode !== "pan");
   }
 
@@ -343,9 +351,11 @@
     drag = null;
     drawShape();
     if (done.mode === "pan") return;
-    const xs = done.points.map(function (q) { return q[0]; }), ys = done.points.map(function (q) { return q[1]; });
-    const extent = Math.max.apply(null, xs) - Math.min.apply(null, xs) + Math.max.apply(null, ys) - Math.min.apply(null, ys);
-    if (done.points.length >= 2 && extent >= 4) select(done.points, done.mode);
+    let x0 = Infinity, x1 = -Infinity, y0 = Infinity, y1 = -Infinity;  // a click is not a selection
+    for (const q of done.points) {
+      x0 = Math.min(x0, q[0]); x1 = Math.max(x1, q[0]); y0 = Math.min(y0, q[1]); y1 = Math.max(y1, q[1]);
+    }
+    if (done.points.length >= 2 && x1 - x0 + y1 - y0 >= 4) select(done.points, done.mode);
   });
   mapEl.addEventListener("wheel", function (event) {
     if (!n || !renderer) return;
@@ -356,7 +366,9 @@
   }, { passive: false });
   mapEl.addEventListener("pointerleave", hideTip);
   mapEl.addEventListener("dblclick", clearSelection);
-  for (const b of document.querySelectorAll("#tools [data-mode]")) b.addEventListener("click", function () { setMode(b.dataset.mode); });
+  for (const b of document.querySelectorAll("#tools [data-mode]")) {
+    b.addEventListener("click", function () { setMode(b.dataset.mode); });
+  }
   document.getElementById("clear").addEventListener("click", clearSelection);
   document.getElementById("fit").addEventListener("click", function () {
     if (!n || !renderer) return;
