@@ -284,3 +284,39 @@ def test_text_features_are_returned_even_when_the_cache_cannot_be_written(tmp_pa
     monkeypatch.setattr(storage.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 10**9, 0))
     features = embed_texts(tiny_spec, ["a photo of a cat."], cache_root=tmp_path)
     assert features.shape == (1, 32) and not list((tmp_path / "text_embeddings").glob("*.npy"))
+
+
+def test_float16_features_are_the_float32_ones_rounded_under_their_own_key(tmp_path):
+    from clipcleaner_core import atomic
+    from clipcleaner_core.encoders import encoder_identity
+
+    dataset = memory_dataset(n=50)
+    full = embed_dataset(dataset, PIXELS, cache_root=tmp_path, chunk_size=16)
+    half = embed_dataset(dataset, PIXELS, cache_root=tmp_path, chunk_size=16, dtype="float16")
+    assert half.image_features.dtype == np.float16 and half.meta["dtype"] == "float16"
+    assert full.image_features.dtype == np.float32 and full.meta["dtype"] == "float32"
+    assert np.asarray(half.image_features).tobytes() == \
+        np.asarray(full.image_features).astype(np.float16).tobytes()
+    assert half.key != full.key and load_embedding(half.key, cache_root=tmp_path).image_features.dtype == np.float16
+    old_recipe = atomic.hash_json({"format": 1, "dataset": dataset.content_fingerprint(),
+                                   "encoder": encoder_identity(PIXELS)})[:24]
+    assert full.key == old_recipe == embedding_key(dataset, PIXELS)  # float32 caches stay valid
+    assert (half.folder / "features.npy").stat().st_size < 0.6 * (full.folder / "features.npy").stat().st_size
+    with pytest.raises(CLIPCleanerError, match="unknown features dtype 'float64'"):
+        embed_dataset(dataset, PIXELS, cache_root=tmp_path, dtype="float64")
+
+
+def test_float16_features_keep_the_clean_set_within_jaccard_0999():
+    from clipcleaner_core.api import find_label_issues
+    from clipcleaner_core.metrics import make_synthetic_problem
+
+    problem = make_synthetic_problem(n=4000, num_classes=20, dim=128, noise_rate=0.4, spread=1.2, seed=3)
+    clean = {}
+    for dtype in (np.float32, np.float16):
+        table = find_label_issues(problem["features"].astype(dtype), problem["labels"],
+                                  text_features=problem["text_features"],
+                                  text_labels=problem["text_labels"], seed=0)
+        clean[dtype] = set(np.flatnonzero(table["is_clean"].to_numpy(dtype=bool)))
+    both, either = clean[np.float32] & clean[np.float16], clean[np.float32] | clean[np.float16]
+    assert 1000 < len(clean[np.float32]) < 4000  # a real selection, not all or nothing
+    assert len(both) / len(either) >= 0.999
