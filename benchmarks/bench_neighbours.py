@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clipcleaner_core import neighbours  # noqa: E402
+from clipcleaner_core import knn_index, neighbours  # noqa: E402
 from clipcleaner_core.metrics import label_issue_auroc, make_synthetic_problem, selection_metrics  # noqa: E402
 from clipcleaner_core.scoring import ScoringConfig, fit_scores  # noqa: E402
 from clipcleaner_core.selection import SelectionConfig, select  # noqa: E402
@@ -226,7 +226,7 @@ def exact_top(features: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65
     best_rows = np.zeros((queries.shape[0], 0), dtype=np.int64)
     for lo in range(0, features.shape[0], chunk):
         block = np.asarray(features[lo:lo + chunk], dtype=np.float32)
-        rows, sims = neighbours._exact_search(block, queries, min(k, block.shape[0]))
+        rows, sims = knn_index._exact_search(block, queries, min(k, block.shape[0]))
         best_sims = np.hstack([best_sims, sims])
         best_rows = np.hstack([best_rows, rows.astype(np.int64) + lo])
         keep = np.argsort(-best_sims, axis=1, kind="stable")[:, :k]
@@ -256,8 +256,8 @@ def index_benchmark(n: int, folder: Path, n_check: int = 500) -> None:
     started = time.perf_counter()
     neighbours.neighbour_index(features, key=f"bench-{n}", cache_root=folder, method="approximate").graph(10)
     reloaded = time.perf_counter() - started
-    print(f"N={n:,} x 512 (float16 memmap), faiss IVF-Flat {neighbours._n_lists(n)} lists, "
-          f"nprobe {neighbours.N_PROBE}: build {built:.1f} s, kNN graph (k=10) {graphed:.1f} s, "
+    print(f"N={n:,} x 512 (float16 memmap), faiss IVF-Flat {knn_index._n_lists(n)} lists, "
+          f"nprobe {knn_index.N_PROBE}: build {built:.1f} s, kNN graph (k=10) {graphed:.1f} s, "
           f"recall@10 vs exact ({len(probe)} rows) {recall:.4f}, one query median "
           f"{1e3 * np.median(timings):.2f} ms, reload from the cache {reloaded:.2f} s")
     small = np.asarray(features[:min(n, 20_000)], dtype=np.float32)

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from clipcleaner_core import neighbours
+from clipcleaner_core import knn_index, neighbours
 from clipcleaner_core.errors import ConfigError, DataError
 from clipcleaner_core.presets import PRESETS
 from clipcleaner_core.scoring import ScoringConfig, fit_scores, load_fit, save_fit
@@ -47,8 +47,8 @@ def test_exact_search_memory_is_blocked(monkeypatch):
     """Row blocks of at most BLOCK_BYTES of similarities: a tiny budget gives the same graph."""
     features, _, _ = clusters(300, seed=2)
     whole = neighbours.NeighbourIndex(features, method="exact").graph(5)
-    monkeypatch.setattr(neighbours, "BLOCK_BYTES", 4 * 300 * 7)  # 7 rows per block
-    assert neighbours._exact_block_rows(300) == 7
+    monkeypatch.setattr(knn_index, "BLOCK_BYTES", 4 * 300 * 7)  # 7 rows per block
+    assert knn_index._exact_block_rows(300) == 7
     blocked = neighbours.NeighbourIndex(features, method="exact").graph(5)
     np.testing.assert_array_equal(whole.indices, blocked.indices)
 
