@@ -133,6 +133,8 @@ def _settings(args) -> tuple:
         value = getattr(args, name)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"--{name.replace('_', '-')} {value} is outside [0, 1]; pick a value in that range.")
+    if not 0.0 < args.temperature < float("inf"):
+        raise ConfigError(f"--temperature {args.temperature} must be a finite number > 0 (default 0.07).")
     scoring = ScoringConfig(temperature=args.temperature, zeroshot=not args.no_zeroshot,
                             probe=args.probe, seed=args.seed)
     selection = SelectionConfig(theta_gmm=args.theta_gmm, theta_cons=args.theta_cons)

@@ -34,6 +34,7 @@ def test_core_config_checks_raise_config_error(make_bad_config):
     (["run", "--data", "demo", "--theta-gmm", "-0.5", "--out", "x.csv"], "--theta-gmm"),
     (["train", "--data", "demo", "--epochs", "0"], "epochs"),
     (["embed", "--data", "demo", "--noise", "bogus:0.3"], "bogus"),
+    (["run", "--data", "demo", "--temperature", "inf", "--out", "x.csv"], "--temperature inf"),
 ])
 def test_cli_prints_config_errors_as_one_line(tmp_path, argv, needle):
     proc = subprocess.run([sys.executable, "-m", "clipcleaner_core", *argv], cwd=tmp_path,
