@@ -13,7 +13,7 @@ from PIL import Image
 
 from clipcleaner_core.data import load_imagefolder
 from clipcleaner_core.data.match import align_table
-from clipcleaner_core.errors import DatasetMismatchError
+from clipcleaner_core.errors import DataError, DatasetMismatchError
 
 ROOT = Path(__file__).resolve().parent.parent
 COLOURS = {"blue": (20, 20, 220), "green": (20, 200, 20), "red": (220, 20, 20)}
@@ -147,3 +147,19 @@ def test_train_selection_is_checked_against_the_dataset(tmp_path):
     data = load_train_data(config.replace(match_by_path=True), dataset=after, features=features)
     s0_paths = {after.paths[i] for i in data.index[data.s0_mask]}
     assert s0_paths and all(p.startswith("green/") for p in s0_paths)
+
+
+def test_a_recipe_made_on_another_version_of_the_dataset_is_noted(tmp_path):
+    from clipcleaner_core.train.data import recipe_note
+
+    dataset = load_imagefolder(_imagefolder(tmp_path / "data"))
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"dataset": {"fingerprint": dataset.fingerprint(), "n": len(dataset)},
+                                  "settings": {"selection": {"theta_cons": 0.7}}}))
+    assert recipe_note(recipe, dataset) is None
+    (tmp_path / "data" / "red" / "red99.png").write_bytes(_png(COLOURS["red"], 3))
+    note = recipe_note(recipe, load_imagefolder(tmp_path / "data"))
+    assert "18 samples then, 19 now" in note and "applied to the dataset as it is now" in note
+    recipe.write_text("{not json")
+    with pytest.raises(DataError, match="cannot be read"):
+        recipe_note(recipe, dataset)
