@@ -30,7 +30,14 @@ import numpy as np
 import pandas as pd
 
 from clipcleaner_core import atomic, storage
-from clipcleaner_core.encoders import Encoder, EncoderSpec, encoder_identity, load_encoder
+from clipcleaner_core.encoders import (
+    PIXELS,
+    Encoder,
+    EncoderSpec,
+    encoder_identity,
+    load_encoder,
+    resolve_device,
+)
 from clipcleaner_core.errors import CLIPCleanerError, DataError
 from clipcleaner_core.paths import cache_dir
 from clipcleaner_core.weights import resolve_weights
@@ -79,7 +86,8 @@ class EmbeddingSet:
 def embedding_key(dataset, encoder_spec: EncoderSpec, *, dtype: str = "float32") -> str:
     """Content key of ``dataset`` x ``encoder_spec`` x storage ``dtype`` (no model is loaded).
 
-    float32 keys are those of every earlier version; only float16 adds the dtype to the hash.
+    float32 keys are those of every earlier version; only float16 adds the dtype to the hash, and
+    only an open_clip model on CUDA (whose JPEGs are decoded on the device) adds the decode path.
     """
     payload = {
         "format": FORMAT_VERSION,
@@ -88,6 +96,8 @@ def embedding_key(dataset, encoder_spec: EncoderSpec, *, dtype: str = "float32")
     }
     if dtype != "float32":
         payload["dtype"] = dtype
+    if encoder_spec.model != PIXELS and resolve_device(encoder_spec.device).type == "cuda":
+        payload["decode"] = "device"
     return atomic.hash_json(payload)[:24]
 
 

@@ -124,18 +124,36 @@ def _batches(pending: list[int], n: int, chunk_size: int, batch_size: int) -> li
     return batches
 
 
-def make_loader(dataset, encoder, batches, num_workers: int) -> torch.utils.data.DataLoader:
+def make_loader(dataset, encoder, batches, num_workers: int, *, device_decode: bool | None = None):
+    """An iterable of (indices, (B, 3, H, W) images, reasons) over ``batches``.
+
+    ``device_decode`` (None: on CUDA) decodes JPEGs on ``encoder.device`` in the main process (see
+    :mod:`clipcleaner_core.gpu_decode`); the workers then only read bytes. Otherwise the workers
+    decode and preprocess with PIL.
+    """
+    from clipcleaner_core import gpu_decode
+
     source = ImageSource(dataset, encoder.preprocess, encoder.input_shape)
     init = partial(_worker_init, nice=WORKER_NICE if encoder.device.type == "cpu" else 0)
     extra = {"prefetch_factor": PREFETCH_BATCHES, "worker_init_fn": init} if num_workers else {}
-    return torch.utils.data.DataLoader(
-        source, batch_sampler=batches, num_workers=num_workers, collate_fn=_collate,
-        pin_memory=encoder.device.type == "cuda", **extra,
+    if device_decode is None:
+        device_decode = gpu_decode.device_decode_available(encoder.device) and dataset.images is None
+    preprocess = gpu_decode.device_preprocess_for(encoder) if device_decode else None
+    if preprocess is None:
+        return torch.utils.data.DataLoader(
+            source, batch_sampler=batches, num_workers=num_workers, collate_fn=_collate,
+            pin_memory=encoder.device.type == "cuda", **extra,
+        )
+    loader = torch.utils.data.DataLoader(
+        gpu_decode.DeviceDecodeSource(source), batch_sampler=batches, num_workers=num_workers,
+        collate_fn=gpu_decode.collate, pin_memory=encoder.device.type == "cuda", **extra,
     )
+    return map(gpu_decode.DeviceBatcher(preprocess, source, encoder.device), loader)
 
 
 def encode_chunks(dataset, encoder, chunks: Path, pending: list[int], *, chunk_size: int,
-                  batch_size: int, num_workers: int, progress=None, cancel=None, rank: int = 0) -> None:
+                  batch_size: int, num_workers: int, progress=None, cancel=None, rank: int = 0,
+                  device_decode: bool | None = None) -> None:
     """Encode the ``pending`` chunks, saving each (marked with ``rank``) as soon as it is complete.
 
     ``progress(done, n, images_per_s)`` counts every row outside ``pending`` as done.
@@ -143,7 +161,8 @@ def encode_chunks(dataset, encoder, chunks: Path, pending: list[int], *, chunk_s
     n = len(dataset)
     n_chunks = -(-n // chunk_size)
     done = n - sum(min(n, (c + 1) * chunk_size) - c * chunk_size for c in pending)
-    loader = make_loader(dataset, encoder, _batches(pending, n, chunk_size, batch_size), num_workers)
+    loader = make_loader(dataset, encoder, _batches(pending, n, chunk_size, batch_size), num_workers,
+                         device_decode=device_decode)
     start, encoded = time.perf_counter(), 0
     current, buffer, bad, filled = None, None, {}, 0
     if progress is not None:
@@ -153,7 +172,7 @@ def encode_chunks(dataset, encoder, chunks: Path, pending: list[int], *, chunk_s
         if chunk != current:
             rows = min(n, (chunk + 1) * chunk_size) - chunk * chunk_size
             current, buffer, bad, filled = chunk, np.zeros((rows, encoder.dim), np.float32), {}, 0
-        features = encoder.encode_images(images).numpy()
+        features = encoder.encode_images(images).cpu().numpy()
         for row, (index, reason) in enumerate(zip(indices.tolist(), reasons)):
             if reason:
                 features[row] = 0.0
