@@ -146,3 +146,27 @@ def test_in_memory_dataset_noise_goes_under_the_cache(tmp_path, monkeypatch):
     assert out.noise["path"].startswith(str(tmp_path / "cache"))
     save_noise(out.labels, NoiseSpec("sym", 0.2), tmp_path / "x.json")
     assert json.loads((tmp_path / "x.json").read_text())["rate"] == 0.2
+
+
+def test_noise_file_already_in_a_read_only_cache_is_reused(tmp_path, monkeypatch):
+    """A second run with the same noise reuses its file: it works when the cache became read-only."""
+    import os
+
+    from clipcleaner_core.data import apply_noise, load_dataset
+
+    monkeypatch.setenv("CLIPCLEANER_CACHE", str(tmp_path / "cache"))
+    dataset = load_dataset("demo")
+    first = apply_noise(dataset, "sym:0.3")
+    saved = first.noise["path"]
+    folder = os.path.dirname(saved)
+    os.chmod(folder, 0o555)
+    try:
+        if os.access(folder, os.W_OK):  # root ignores permissions: make the write fail instead
+            from clipcleaner_core.data import noise
+
+            monkeypatch.setattr(noise, "save_noise", lambda *a, **k: (_ for _ in ()).throw(OSError(30, "read-only")))
+        again = apply_noise(dataset, "sym:0.3")
+    finally:
+        os.chmod(folder, 0o755)
+    assert again.noise["path"] == saved
+    assert (again.labels == first.labels).all()

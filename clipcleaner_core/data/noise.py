@@ -270,11 +270,21 @@ def _save_noise_file(dataset: Dataset, spec: NoiseSpec, noisy, clean, save_dir) 
     candidates = [Path(save_dir)] if save_dir is not None else []
     candidates.append(noise_dir(dataset))
     for folder in candidates:
+        if _same_noise_file(folder / name, noisy):  # written by an earlier run: reuse, never rewrite
+            return folder / name
         try:
             return save_noise(noisy, spec, folder / name, clean=clean)
         except OSError as exc:
             logger.warning("cannot save noise in %s (%s); trying the cache", folder, exc)
     raise DataError(f"cannot save the noisy labels anywhere; make {candidates[-1]} writable")
+
+
+def _same_noise_file(path: Path, noisy) -> bool:
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return saved.get("noisy_labels") == np.asarray(noisy, dtype=np.int64).tolist()
 
 
 def noise_dir(dataset: Dataset) -> Path:
