@@ -177,8 +177,31 @@ def measure(url: str, manifest: Path, moves: int, shots: Path) -> dict:
         page.screenshot(path=str(shots / "bench-tune-50k-after-moves.png"), full_page=True)
         out["map_state"] = page.evaluate(MAP_STATE_JS)
         out["slider_count_s"], out["slider_map_s"] = count_s, map_s
+        out["selection_s"], out["selection_text"] = select_and_review(page, shots)
         browser.close()
     return out
+
+
+def select_and_review(page, shots: Path) -> tuple[float, str]:
+    """A box over the middle of the Tune map, then "Review these N in Inspect": seconds until Inspect
+    lists them, and what it says."""
+    from playwright.sync_api import expect
+
+    the_map = page.locator('iframe[title*="umap_map"]').content_frame
+    the_map.get_by_role("button", name="Box").click()
+    box = the_map.locator("#map").bounding_box()
+    started = time.perf_counter()
+    page.mouse.move(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.6, steps=5)
+    page.mouse.up()
+    expect(page.get_by_text("samples selected on the map").first).to_be_visible(timeout=60_000)
+    selected = page.get_by_text("samples selected on the map").first.inner_text().split()[0]
+    page.locator(".st-key-tune_send_to_inspect button").click()
+    expect(page.get_by_text(f"{selected} samples match")).to_be_visible(timeout=60_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(shots / "bench-inspect-map-selection.png"))
+    return time.perf_counter() - started, f"{selected} samples selected on the map, listed in Inspect"
 
 
 def make_map_arrays(folder: Path, n: int, *, classes: int = 100, noise_rate: float = 0.3, seed: int = 0) -> Path:
@@ -270,7 +293,8 @@ def render_sizes(n: int) -> dict:
         suggested=np.zeros(n, int), class_names=["a", "b"], scores={"label score": np.zeros(n)},
         true=np.zeros(n, int))
     per_render = len(payload.args["codes"]) + len(repr({k: v for k, v in payload.args.items() if k != "codes"}))
-    files = len(map_component.encode_layout(payload.coords, payload.ids)) + len(map_component.encode_hover(payload.hover))
+    files = (len(map_component.encode_layout(payload.coords, payload.ids))
+             + len(map_component.encode_hover(payload.hover)))
     return {"per_render": per_render, "files_once": files, "as_json_list": len(str(payload.coords.round(6).tolist()))}
 
 
@@ -350,6 +374,7 @@ def run_app(args, cache: Path, shots: Path) -> None:
           f"(moves: {', '.join(f'{s * 1000:.0f}' for s in counts)} ms)")
     print(f"slider move -> updated map:   median {statistics.median(maps) * 1000:.0f} ms "
           f"(moves: {', '.join(f'{s * 1000:.0f}' for s in maps)} ms)")
+    print(f"box on the map -> {result['selection_text']} after {result['selection_s']:.1f} s")
     state = result.get("map_state") or {}
     print(f"map component ({state.get('renderer')} renderer): {state.get('draws')} full draws, "
           f"{state.get('restyles')} in-place recolours, last render {state.get('lastMs', float('nan')):.0f} ms "
