@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -204,3 +205,17 @@ def test_two_nodes_meet_through_a_multi_node_rendezvous(tmp_path, files):
     assert meta["chunk_ranks"] == [0, 1] * 4
     reference = _single(data, tiny, tmp_path / "one")
     assert features.tobytes() == np.asarray(reference.image_features).tobytes()
+
+
+def test_run_under_torchrun_embeds_on_both_ranks_and_fits_on_rank_0(tmp_path, files):
+    data, _ = files
+    out = tmp_path / "scores.csv"
+    args = ["run", "--data", str(data), "--model", "pixels", "--device", "cpu", "--batch-size", "8",
+            "--out", str(out)]
+    rc, printed, err = _torchrun(args, tmp_path / "ddp")
+    assert rc == 0, err[-3000:]
+    assert json.loads(printed)["out"] == str(out)  # one summary: rank 1 exits after the embedding
+    table = pd.read_csv(out)
+    assert len(table) == N_IMAGES and table["is_clean"].any()
+    _, _, meta = _result(tmp_path / "ddp")
+    assert meta["world_size"] == 2
