@@ -31,7 +31,7 @@ page = st.navigation(pages)
 state.restore_from_url()
 st.session_state["current_page"] = page.title
 st.set_page_config(page_title=f"{page.title} · {state.active().dataset_label()} · CLIPCleaner")
-state.write_url()
+state.write_url(force=True)
 state.sidebar(show_selection=page.title != "Tune")
 widgets.url_notes()
 widgets.encoder_banner()

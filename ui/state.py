@@ -197,12 +197,16 @@ def inspect_params(view: dict) -> dict[str, str]:
     return params
 
 
-def write_url() -> None:
-    """Make the address bar describe the active settings (and the Inspect view on that page)."""
+def write_url(*, force: bool = False) -> None:
+    """Make the address bar describe the active settings (and the Inspect view on that page).
+
+    ``force`` sends the address even when the server's copy already matches: the router does so
+    on every full run, so an update lost with an interrupted partial run is repaired.
+    """
     params = settings_params(active())
     if st.session_state.get("current_page") == "Inspect":
         params.update(inspect_params(st.session_state.get(INSPECT_VIEW, {})))
-    if st.query_params.to_dict() != params:
+    if force or st.query_params.to_dict() != params:
         st.query_params.from_dict(params)
 
 
