@@ -46,10 +46,11 @@ TABLE_FORMATS = ("csv", "parquet", "json")
 BYTES_FORMATS = TABLE_FORMATS + ("manifest", "recipe")
 FORMATS = BYTES_FORMATS + ("imagefolder",)
 LINK_MODES = ("symlink", "copy")
-INT_COLUMNS = ("index", "given_label", "suggested_label", "final_label", "true_label")
-BOOL_COLUMNS = ("is_label_issue", "is_clean", "is_noisy")
+INT_COLUMNS = ("index", "given_label", "suggested_label", "final_label", "true_label", "duplicate_group")
+BOOL_COLUMNS = ("is_label_issue", "is_clean", "is_noisy", "is_conflicting_duplicate", "is_outlier")
 FLOAT_COLUMNS = ("label_score", "zs_loss_score", "zs_consistency", "lr_loss_score", "lr_consistency",
-                 "zs_clean_prob", "lr_clean_prob")
+                 "zs_clean_prob", "lr_clean_prob", "knn_agreement", "lemon_score", "lemon_clean_prob",
+                 "outlier_score")
 STR_COLUMNS = ("path", "review_decision")
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json"}
 """File extension -> table format, for reading and writing score tables."""

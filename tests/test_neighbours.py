@@ -242,3 +242,20 @@ def test_tiny_inputs_and_bad_settings():
         ScoringConfig(neighbours=-1)
     with pytest.raises(ConfigError, match="theta_knn"):
         SelectionConfig(theta_knn=1.5)
+
+
+def test_exported_tables_read_back_the_neighbour_columns(tmp_path):
+    from clipcleaner_core.export import export, read_table
+
+    features, labels, _ = clusters(120, seed=15)
+    features = np.vstack([features, features[:1]])
+    labels = np.append(labels, (labels[0] + 1) % 6)
+    fit = fit_scores(features, labels, num_classes=6, config=ScoringConfig(zeroshot=False))
+    table = score_table(fit, select(fit))
+    assert table.loc[0, "is_conflicting_duplicate"] and table.loc[120, "duplicate_group"] == 0
+    for fmt in ("csv", "parquet", "json"):
+        back = read_table(export(table, fmt, tmp_path / f"scores.{fmt}"))
+        for column in ("knn_agreement", "lemon_score", "outlier_score", "duplicate_group",
+                       "is_conflicting_duplicate", "is_outlier"):
+            assert back[column].dtype == table[column].dtype, (fmt, column)
+            np.testing.assert_array_equal(back[column].to_numpy(), table[column].to_numpy())
