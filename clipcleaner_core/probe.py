@@ -59,6 +59,7 @@ PRECONDITIONED_TOL = 1e-4
 CHUNK_ROWS = 65_536
 CHUNK_BYTES = 256 * 2**20
 COVARIANCE_ROWS = 1024  # a preconditioner estimated from a subsample is as exact a reparametrisation
+PRECONDITIONER_RANK = 64
 ITERATIONS_ESTIMATE = 40  # progress: L-BFGS iterations one fit is expected to take (8-60 measured)
 PROGRESS_INTERVAL_S = 0.25
 Progress = Callable[[str, int, int, "float | None"], None]
@@ -355,10 +356,10 @@ def _compute_probe(features, rows, labels, num_classes, c, tol, max_iter, monito
     w = (weights / sw_sum).astype(np.float32)
     l2 = 1.0 / (c * sw_sum)
     source = _RowSource(features, rows, _chunk_rows(classes.size, dim))
-    mean, precond_t = _preconditioner(source, w, l2 * classes.size)
-    theta, n_iter, n_evals = _lbfgs(source, y, w, classes.size, l2, mean, precond_t, tol, max_iter,
+    precond = _preconditioner(source, w, l2 * classes.size)
+    theta, n_iter, n_evals = _lbfgs(source, y, w, classes.size, l2, precond, tol, max_iter,
                                     monitor)
-    coef[classes], intercept[classes] = _original_params(theta, classes.size, mean, precond_t)
+    coef[classes], intercept[classes] = _original_params(theta, classes.size, precond)
     monitor.fit_done()
     return LinearProbe(coef, intercept, classes, n_iter, n_evals)
 
@@ -417,47 +418,66 @@ class _RowSource:
         return out
 
 
-def _preconditioner(source, w, ridge):
-    """Mean μ (D,) float64 and ``Pᵀ`` (D, D) float32 for the preconditioner P with
-    ``P Pᵀ = (Σ + ridge I)^{-1}``, Σ the features' balanced covariance: ``Pᵀ = L^{-1}`` for the
-    Cholesky factor ``L Lᵀ = Σ + ridge I``.
+class _Preconditioner:
+    """The symmetric preconditioner ``P = I / sqrt(ridge) + V diag(shrink) Vᵀ`` with V (D, r)
+    orthonormal eigenvectors of the features' covariance Σ and ``shrink = 1/sqrt(λ + ridge) -
+    1/sqrt(ridge)``, so ``P² = (V Λ Vᵀ + ridge I)^{-1}``: the inverse square root of the regularised
+    covariance with Σ replaced by its top-r part. Applying it to a (k, D) matrix costs 2·k·D·r."""
+
+    def __init__(self, mean, eigvecs, eigvals, ridge):
+        self.mean, self.eigvecs = mean, eigvecs
+        self.base = 1.0 / np.sqrt(ridge)
+        self.shrink = 1.0 / np.sqrt(eigvals + ridge) - self.base
+
+    @property
+    def dim(self) -> int:
+        return self.eigvecs.shape[0]
+
+    def apply(self, matrix: np.ndarray) -> np.ndarray:
+        """``matrix @ P`` for a (k, D) float64 matrix."""
+        return matrix * self.base + ((matrix @ self.eigvecs) * self.shrink) @ self.eigvecs.T
+
+
+def _preconditioner(source, w, ridge) -> _Preconditioner:
+    """The preconditioner of ``Σ + ridge I`` for the features' balanced covariance Σ, with its mean.
 
     Any invertible P gives the same objective and optimum (the evaluation applies the same P
     forwards and backwards); a good one only speeds L-BFGS up. So the mean and covariance come
     from ``COVARIANCE_ROWS`` evenly spaced rows weighted by the balanced sample weights (as few
-    iterations as with 8x more rows on every benchmark case), and the triangular inverse is taken
-    in float32. Every P with the same ``P Pᵀ`` differs from the symmetric inverse square root by a
-    rotation, to which L-BFGS is blind, and a Cholesky factorisation costs a fraction of an
-    eigendecomposition (which at D=768 took longer than the whole fit).
+    iterations as with 8x more rows on every benchmark case), and only the top ``PRECONDITIONER_RANK``
+    eigenpairs are kept: directions whose variance is well below the ridge are scaled by
+    ``1/sqrt(ridge)`` either way. They come from a seeded randomized range finder with one power
+    iteration (Halko et al.), exact when D or the row count is small; on the demo's 768-d pixels a
+    full covariance, Cholesky factor and triangular inverse took longer than the whole L-BFGS run.
     """
-    from scipy.linalg import LinAlgError, lapack
-
     picked, x = source.sample(COVARIANCE_ROWS)
     weight = w[picked].astype(np.float64)
     weight /= weight.sum()
     mean = weight @ x
     scaled = (x - mean.astype(np.float32)) * np.sqrt(weight, dtype=np.float32)[:, None]
-    cov = (scaled.T @ scaled).astype(np.float64)
-    cov[np.diag_indices_from(cov)] += ridge
-    lower, info = lapack.dpotrf(cov, lower=1, clean=1, overwrite_a=1)
-    if info == 0:
-        inverse, info = lapack.strtri(lower.astype(np.float32), lower=1, overwrite_c=1)
-    if info != 0:
-        raise LinAlgError(f"the regularised feature covariance is not positive definite ({info})")
-    return mean, np.ascontiguousarray(inverse)
+    width = PRECONDITIONER_RANK + min(16, PRECONDITIONER_RANK)  # oversampled sketch
+    if min(scaled.shape) <= width:
+        _, singular, basis_t = np.linalg.svd(scaled.astype(np.float64), full_matrices=False)
+        return _Preconditioner(mean, basis_t.T, singular ** 2, ridge)
+    sketch = np.random.default_rng(0).standard_normal((scaled.shape[1], width)).astype(np.float32)
+    basis = np.linalg.qr((scaled.T @ (scaled @ sketch)).astype(np.float64))[0]
+    basis = np.linalg.qr((scaled.T @ (scaled @ basis.astype(np.float32))).astype(np.float64))[0]
+    projected = (scaled @ basis.astype(np.float32)).astype(np.float64)
+    eigvals, rotation = np.linalg.eigh(projected.T @ projected)  # Σ restricted to the basis
+    top = np.argsort(eigvals)[::-1][:PRECONDITIONER_RANK]
+    return _Preconditioner(mean, basis @ rotation[:, top], np.maximum(eigvals[top], 0.0), ridge)
 
 
-def _original_params(theta, k, mean, precond_t):
-    """Preconditioned parameters (W', b') -> original (W, b): W = W' Pᵀ (float32),
-    b = b' - W μ (float64)."""
-    params = theta.reshape(k, precond_t.shape[0] + 1)
-    weights = params[:, :-1].astype(np.float32) @ precond_t
-    return weights, params[:, -1] - weights.astype(np.float64) @ mean
+def _original_params(theta, k, precond):
+    """Preconditioned parameters (W', b') -> original (W, b): W = W' P, b = b' - W μ."""
+    params = theta.reshape(k, precond.dim + 1)
+    weights = precond.apply(params[:, :-1])
+    return weights, params[:, -1] - weights @ precond.mean
 
 
-def _lbfgs(source, y, w, k, l2, mean, precond_t, tol, max_iter, monitor):
-    loss_grad = _loss_grad(source, y, w, k, l2, mean, precond_t, monitor)
-    theta0 = np.zeros(k * (precond_t.shape[0] + 1))
+def _lbfgs(source, y, w, k, l2, precond, tol, max_iter, monitor):
+    loss_grad = _loss_grad(source, y, w, k, l2, precond, monitor)
+    theta0 = np.zeros(k * (precond.dim + 1))
     iterations = [0]
 
     def after_iteration(_):
@@ -534,7 +554,7 @@ class _SingleThreadedOptimizerBlas:
             lib.set_num_threads(n)
 
 
-def _loss_grad(source, y, w, k, l2, mean, precond_t, monitor):
+def _loss_grad(source, y, w, k, l2, precond, monitor):
     """The objective and its gradient at flat float64 preconditioned parameters ``theta``
     (k, dim + 1).
 
@@ -550,10 +570,10 @@ def _loss_grad(source, y, w, k, l2, mean, precond_t, monitor):
 
     def loss_grad(theta):
         monitor.check_cancel()
-        weights, bias = _original_params(theta, k, mean, precond_t)
-        weights32, bias32 = weights.T, bias.astype(np.float32)
+        weights, bias = _original_params(theta, k, precond)
+        weights32, bias32 = weights.T.astype(np.float32), bias.astype(np.float32)
         loss = 0.0
-        grad_weights = np.zeros((k, precond_t.shape[0]))
+        grad_weights = np.zeros((k, precond.dim))
         grad_bias = np.zeros(k)
         for start, stop, x in source.blocks():
             logits = np.matmul(x, weights32, out=buffer[:stop - start])
@@ -568,10 +588,9 @@ def _loss_grad(source, y, w, k, l2, mean, precond_t, monitor):
             logits[rows, labels] -= wc
             grad_bias += logits.sum(axis=0, dtype=np.float64)
             grad_weights += logits.T @ x
-        weights = weights.astype(np.float64)
-        grad_weights += l2 * weights - np.outer(grad_bias, mean)
-        grad = np.empty((k, precond_t.shape[0] + 1))
-        grad[:, :-1] = grad_weights.astype(np.float32) @ precond_t.T
+        grad_weights += l2 * weights - np.outer(grad_bias, precond.mean)
+        grad = np.empty((k, precond.dim + 1))
+        grad[:, :-1] = precond.apply(grad_weights)
         grad[:, -1] = grad_bias
         return loss + 0.5 * l2 * float(np.vdot(weights, weights)), grad.ravel()
 

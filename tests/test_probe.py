@@ -42,8 +42,11 @@ def test_probe_matches_sklearn_logistic_regression(problem):
     assert 0 < fitted.n_iter_ <= fitted.n_evals_
 
 
-def test_preconditioning_is_an_exact_reparametrisation_on_rank_deficient_features():
-    """Constant and duplicated feature columns (pixels often have them) still fit the same optimum."""
+@pytest.mark.parametrize("rank", [64, 3])
+def test_preconditioning_is_an_exact_reparametrisation_on_rank_deficient_features(rank, monkeypatch):
+    """Constant and duplicated feature columns (pixels often have them) still fit the same optimum,
+    with the exact eigendecomposition and with a randomized top-3 one."""
+    monkeypatch.setattr(probe_module, "PRECONDITIONER_RANK", rank)
     rng = np.random.default_rng(0)
     base = rng.standard_normal((400, 6)).astype(np.float32)
     x = np.hstack([base, base[:, :2], np.ones((400, 2), np.float32)])
@@ -202,8 +205,8 @@ def test_chunked_evaluation_equals_one_pass(problem, monkeypatch):
 
     def evaluate(features, rows, chunk, codes=codes, w=w):
         source = probe_module._RowSource(features, rows, chunk)
-        mean, precond_t = probe_module._preconditioner(source, w, 0.01)
-        return probe_module._loss_grad(source, codes, w, 8, 1e-3, mean, precond_t, monitor)(theta)
+        precond = probe_module._preconditioner(source, w, 0.01)
+        return probe_module._loss_grad(source, codes, w, 8, 1e-3, precond, monitor)(theta)
 
     half = x.astype(np.float16)
     for features, reference, chunk in [(x, x, 7), (half, half.astype(np.float32), 7),
