@@ -26,7 +26,7 @@ def make_table(paths, *, seed=0, with_truth=True):
     clean = rng.random(n) > 0.3
     clean[1] = True  # so the "drop" on row 1 removes a sample that would otherwise be kept
     clean[2] = clean[3] = False  # so "keep" and "relabel" keep samples that would otherwise go
-    decision = pd.array([None] * n, dtype="str")
+    decision = pd.array([""] * n, dtype="str")  # no decision is "" (schema.NO_DECISION), never NaN
     decision[1], decision[2], decision[3] = "drop", "keep", "relabel"
     final = given.copy()
     final[3] = suggested[3] if suggested[3] != given[3] else (given[3] + 1) % 3
