@@ -80,7 +80,8 @@ def run_one(folder: Path, mode: str, max_iter: int | None, float16: bool) -> dic
     start = time.perf_counter()
     if mode == "ours":
         fit = fit_scores(features, arrays["labels"], num_classes=k,
-                         text_features=arrays["text_features"], text_labels=arrays["text_labels"])
+                         text_features=arrays["text_features"], text_labels=arrays["text_labels"],
+                         config=ScoringConfig(neighbours=0))  # the paper's scores only
     else:
         fit = _dense_fit(features, arrays, k)
     fitted = time.perf_counter() - start
