@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="storage type of features.npy (float16: half the disk and memory)")
     embed.add_argument("--chunk-size", type=int, default=1024,
                        help="images per resumable chunk (under torchrun, the unit shared out between ranks)")
+    embed.add_argument("--progress-dir", default=None, metavar="DIR",
+                       help="each rank keeps DIR/rank<R>.json up to date: done, total, images/s")
 
     sel = sub.add_parser("select", help="score and select from embeddings you already have")
     sel.add_argument("--image-features", required=True, metavar="X.npy", help="(N, D) image features")
@@ -175,7 +177,8 @@ def cmd_embed(args) -> int:
     group = _torchrun_group(args)
     try:
         start = time.perf_counter()
-        dataset, embedding = _embed(args, group, dtype=args.features_dtype, chunk_size=args.chunk_size)
+        dataset, embedding = _embed(args, group, dtype=args.features_dtype, chunk_size=args.chunk_size,
+                                    progress_dir=args.progress_dir)
         seconds = time.perf_counter() - start
     finally:
         if group is not None:
@@ -213,9 +216,10 @@ def _torchrun_group(args):
     return Distributed.setup(device, timeout=timedelta(hours=EMBED_TIMEOUT_HOURS))
 
 
-def _embed(args, group, *, dtype: str = "float32", chunk_size: int = 1024):
+def _embed(args, group, *, dtype: str = "float32", chunk_size: int = 1024, progress_dir=None):
     """(dataset, embedding) of the command's --data and encoder; sharded over ``group`` if any."""
     from clipcleaner_core.embed import embed_dataset
+    from clipcleaner_core.embed_launch import rank_progress_writer
 
     spec = _encoder_spec(args)
     stage = "embed"
@@ -225,9 +229,14 @@ def _embed(args, group, *, dtype: str = "float32", chunk_size: int = 1024):
         dataset = group.run_everywhere(lambda: _load_data(args), what="loading the dataset")
     else:
         dataset = _load_data(args)
+    write_progress = rank_progress_writer(progress_dir, group.rank if group is not None else 0)
+
+    def progress(done: int, total: int, rate: float | None = None) -> None:
+        _stderr_progress(stage, done, total, rate)
+        write_progress(done, total, rate)
+
     embedding = embed_dataset(dataset, spec, batch_size=args.batch_size, dtype=dtype, chunk_size=chunk_size,
-                              allow_download=args.allow_download, distributed=group,
-                              progress=lambda d, t, r=None: _stderr_progress(stage, d, t, r))
+                              allow_download=args.allow_download, distributed=group, progress=progress)
     return dataset, embedding
 
 

@@ -3,13 +3,15 @@
 ``embed_dataset`` writes ``<cache>/embeddings/<key>/features.npy`` (N, D) float32 (or float16 when
 asked), L2-normalised, memory-mappable, plus ``valid.npy`` and a JSON sidecar, where ``key`` hashes
 the dataset's content fingerprint and everything the encoder's output depends on (model, weights
-identity, preprocessing, precision, library versions, and the storage dtype when it is float16). Work is done in fixed-size chunks, each written
-atomically under ``chunks/``; an interrupted or cancelled run resumes from the last complete chunk.
+identity, preprocessing, precision, library versions, and the storage dtype when it is float16).
+Work is done in fixed-size chunks, each written atomically under ``chunks/``; an interrupted or
+cancelled run resumes from the last complete chunk.
 A file lock makes a second writer wait and then reuse the first writer's result. Under ``torchrun``
 (pass ``distributed=``) the chunks are shared out between the ranks: see
 :mod:`clipcleaner_core.embed_sharded`.
 
-DataLoader workers decode and preprocess (one torch thread each) while the main process runs the
+DataLoader workers decode and preprocess (one torch thread each; on CUDA they only read JPEG bytes,
+decoded on the GPU, see :mod:`clipcleaner_core.gpu_decode`) while the main process runs the
 model under ``torch.inference_mode``. An image that fails to decode does not stop the run: its row
 is zeros, ``valid`` is False, and it is listed in ``bad_files`` with the reason.
 """
