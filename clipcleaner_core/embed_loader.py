@@ -148,7 +148,7 @@ def make_loader(dataset, encoder, batches, num_workers: int, *, device_decode: b
         gpu_decode.DeviceDecodeSource(source), batch_sampler=batches, num_workers=num_workers,
         collate_fn=gpu_decode.collate, pin_memory=encoder.device.type == "cuda", **extra,
     )
-    return map(gpu_decode.DeviceBatcher(preprocess, source, encoder.device), loader)
+    return gpu_decode.prefetched(loader, gpu_decode.DeviceBatcher(preprocess, source, encoder.device))
 
 
 def encode_chunks(dataset, encoder, chunks: Path, pending: list[int], *, chunk_size: int,

@@ -5,7 +5,8 @@ CUDA, DataLoader workers only read each file's bytes (and parse its header); the
 decodes a whole batch at once with ``torchvision.io.decode_jpeg(list, device="cuda")`` (nvJPEG) and
 resizes, crops and normalises on the GPU with the encoder's own preprocessing settings
 (:class:`DevicePreprocess`). Batches arrive in pinned host memory and are copied with
-``non_blocking=True``.
+``non_blocking=True``; a helper thread prepares the next batches on a side CUDA stream while the
+model encodes the current one (:func:`prefetched`).
 
 Everything else takes the CPU path (PIL in the workers, :mod:`clipcleaner_core.data.images`), so
 the result and the bad-files table stay those of the CPU path: non-JPEG files, JPEGs that are not
@@ -21,8 +22,11 @@ IDCT may differ from libjpeg-turbo's by a level or two more.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import queue
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -205,10 +209,65 @@ class DeviceBatcher:
         return decoded
 
 
+PREFETCH_DEPTH = 2
+_DONE = object()
+
+
+def prefetched(batches, batcher: DeviceBatcher, *, depth: int = PREFETCH_DEPTH):
+    """Yield ``batcher(batch)`` for each of ``batches``, prepared ``depth`` batches ahead in a helper
+    thread (on its own CUDA stream on a GPU), so decoding batch k+1 overlaps encoding batch k.
+
+    The consumer's stream waits for each batch's decode before using it; an exception in the helper
+    is raised here; leaving the loop early stops the helper.
+    """
+    device = batcher.device
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            with contextlib.suppress(queue.Full):
+                out.put(item, timeout=0.1)
+                return True
+        return False
+
+    def produce() -> None:
+        stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        try:
+            for batch in batches:
+                with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+                    prepared = batcher(batch)
+                    event = torch.cuda.Event() if stream is not None else None
+                    if event is not None:
+                        event.record(stream)
+                if not put((prepared, event)):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            put(exc)
+            return
+        put(_DONE)
+
+    helper = threading.Thread(target=produce, name="device-decode", daemon=True)
+    helper.start()
+    try:
+        while (item := out.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            (indices, images, reasons), event = item
+            if event is not None:
+                consumer = torch.cuda.current_stream(device)
+                consumer.wait_event(event)
+                images.record_stream(consumer)
+            yield indices, images, reasons
+    finally:
+        stop.set()
+        helper.join()
+
+
 def device_decode_available(device: torch.device) -> bool:
     """Whether JPEGs are decoded on ``device`` by default (CUDA only; the CPU keeps PIL)."""
     return torch.device(device).type == "cuda"
 
 
 __all__ = ["DeviceBatcher", "DeviceDecodeSource", "DevicePreprocess", "device_preprocess_for",
-           "jpeg_bytes", "device_decode_available"]
+           "jpeg_bytes", "device_decode_available", "prefetched"]

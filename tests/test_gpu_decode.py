@@ -148,3 +148,29 @@ def test_embedding_through_the_device_path_on_cpu_gives_nearly_the_same_features
     assert cpu_bad == dev_bad and sorted(cpu_bad) == [4, 5, 7]
     cosine = (cpu * dev).sum(axis=1)
     assert np.all(cosine[[0, 1, 2, 3, 6]] > 0.999) and not dev[[4, 5, 7]].any()
+
+
+def test_prefetching_yields_the_same_batches_in_order_and_passes_errors_on(tmp_path, encoders):
+    import threading
+
+    dataset = _mixed_dataset(tmp_path)
+    encoder = encoders["tiny"]
+    source = embed_loader.ImageSource(dataset, encoder.preprocess, encoder.input_shape)
+    batcher = gpu_decode.DeviceBatcher(gpu_decode.device_preprocess_for(encoder), source, "cpu")
+    items = gpu_decode.DeviceDecodeSource(source)
+    batches = [gpu_decode.collate([items[i] for i in rows]) for rows in ([0, 1, 2], [3, 4], [5, 6, 7])]
+    direct = [batcher(batch) for batch in batches]
+    ahead = list(gpu_decode.prefetched(iter(batches), batcher, depth=1))
+    assert [b[0].tolist() for b in ahead] == [b[0].tolist() for b in direct] == [[0, 1, 2], [3, 4], [5, 6, 7]]
+    assert all(torch.equal(a[1], d[1]) and a[2] == d[2] for a, d in zip(ahead, direct))
+
+    def failing():
+        yield batches[0]
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(gpu_decode.prefetched(failing(), batcher))
+    stream = gpu_decode.prefetched(iter(batches * 20), batcher, depth=1)
+    next(stream)
+    stream.close()  # leaving early (a cancel) stops the helper thread
+    assert not [t for t in threading.enumerate() if t.name == "device-decode"]
