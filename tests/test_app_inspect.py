@@ -75,3 +75,26 @@ def test_samples_sent_from_the_tune_map_are_shown_and_only_for_their_dataset():
     assert not at.exception
     assert "selected on the map" not in at.selectbox(key="inspect_show").options
     assert at.selectbox(key="inspect_show").value == "flagged"
+
+
+def test_header_and_list_count_the_same_flagged_samples_and_say_what_review_changed():
+    fingerprint = load_dataset("demo").fingerprint()
+    at = open_inspect()
+    header = next(m.value for m in at.markdown if "flagged by the scores" in m.value)
+    flagged = int(header.split()[0].replace(",", ""))
+    assert any(c.value.startswith(f"{flagged:,} samples match") for c in at.caption), header
+    card = next(b for b in at.button if (b.key or "").startswith("inspect_keep_") and b.key[13:].isdigit())
+    card.click().run()
+    try:
+        header = next(m.value for m in at.markdown if "flagged by the scores" in m.value)
+        assert header.startswith(f"{flagged:,} samples flagged by the scores ({flagged - 1:,} after your review")
+        assert any(c.value.startswith(f"{flagged:,} samples match") for c in at.caption)
+    finally:
+        Catalogue().undo_last(fingerprint)
+
+
+def test_cards_show_the_true_label_when_it_is_known():
+    at = open_inspect()  # the demo keeps its true labels
+    texts = [m.value for m in at.markdown if m.value.startswith("**#")]
+    assert texts and all("true label **" in t for t in texts)
+    assert any("wrong label" in t for t in texts)
