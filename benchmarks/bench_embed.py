@@ -186,6 +186,28 @@ def run(args, device: torch.device, precision: str, n: int, naive_n: int, folder
           f"pipeline is {piped / naive:.1f}x faster")
 
 
+def scaling(args, folder: Path) -> None:
+    """Files -> features on 1 GPU and on every local GPU (one torchrun process each); efficiency =
+    rate(G) / (G x rate(1)), from the ranks' own images/s (process start-up and model load excluded)."""
+    from clipcleaner_core.embed_launch import embed_on_local_gpus
+
+    gpus = torch.cuda.device_count()
+    if gpus < 2:
+        print(f"scaling from 1 to all GPUs: not measured ({gpus} GPU visible)")
+        return
+    n = args.gpu_n * gpus
+    dataset = write_images(folder / "images-scaling", n, seed=1)
+    spec = EncoderSpec(model=args.model, pretrained=None, device="cuda")
+    rates = {}
+    for nproc in (1, gpus):
+        final = []
+        embed_on_local_gpus(dataset, spec, nproc=nproc, batch_size=args.gpu_batch_size,
+                            cache_root=folder / f"cache-scaling-{nproc}", on_ranks=final.append)
+        rates[nproc] = sum(rank.rate or 0.0 for rank in final[-1])
+    print(f"scaling: 1 GPU {rates[1]:.0f} images/s, {gpus} GPUs {rates[gpus]:.0f} images/s -> efficiency "
+          f"{rates[gpus] / (gpus * rates[1]):.2f} (goal >= 0.9)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=192, help="images through the pipeline (CPU)")
@@ -206,9 +228,10 @@ def main(argv=None) -> int:
         if cuda:
             run(args, torch.device("cuda"), "auto", args.gpu_n, args.naive_n * 8, folder,
                 args.gpu_batch_size)
+            scaling(args, folder)
         else:
-            print("\nGPU figures (JPEGs decoded on the GPU -> features, encoder alone, their ratio): "
-                  "not measured, no CUDA device is visible")
+            print("\nGPU figures (JPEGs decoded on the GPU -> features, encoder alone, their ratio, "
+                  "scaling over GPUs): not measured, no CUDA device is visible")
     return 0
 
 

@@ -124,7 +124,8 @@ def embed_on_local_gpus(
         nproc: processes (default: every visible GPU).
         device: ``"cuda"`` (one GPU per process) or ``"cpu"`` (gloo; for machines without GPUs).
         progress: ``progress(done, total, images_per_s)`` summed over the ranks.
-        on_ranks: called with every rank's :class:`RankProgress` at each poll.
+        on_ranks: called with every rank's :class:`RankProgress` at each poll, and once more with
+            the final figures when the job succeeded.
         cancel: polled; True stops the whole job (complete chunks are kept) and raises
             :class:`~clipcleaner_core.errors.Cancelled`.
     """
@@ -151,6 +152,8 @@ def embed_on_local_gpus(
         if child.returncode != 0:
             raise CLIPCleanerError(_failure(log_path.read_text(encoding="utf-8", errors="replace"),
                                             child.returncode))
+        if on_ranks is not None:  # the final figures (each rank writes them as it finishes)
+            on_ranks(read_rank_progress(tmp, nproc))
     return load_embedding(embedding_key(dataset, spec), cache_root=root)
 
 

@@ -32,6 +32,8 @@ def test_two_processes_report_per_rank_progress_and_give_the_single_process_feat
     reference = embed_dataset(dataset, PIXELS, cache_root=tmp_path / "one", num_workers=0)
     assert np.asarray(result.image_features).tobytes() == np.asarray(reference.image_features).tobytes()
     assert all(len(ranks) == 2 for ranks in seen) and seen  # one entry per rank at every poll
+    final = seen[-1]
+    assert sum(r.total for r in final) == 90 and all(r.done == r.total for r in final)
     assert all(done <= total for done, total in totals)
 
 

@@ -174,3 +174,43 @@ def test_prefetching_yields_the_same_batches_in_order_and_passes_errors_on(tmp_p
     next(stream)
     stream.close()  # leaving early (a cancel) stops the helper thread
     assert not [t for t in threading.enumerate() if t.name == "device-decode"]
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_nvjpeg_decoding_matches_the_pil_path_within_three_levels(encoders):
+    """nvJPEG's IDCT may round differently from libjpeg-turbo: allow three 8-bit levels."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    encoder = encoders["tiny"]
+    preprocess = gpu_decode.device_preprocess_for(encoder)
+    data = [_jpeg(_picture(h, w, seed=h)) for h, w in ((50, 70), (200, 120), (480, 640))]
+    decoded = decode_jpeg([torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in data],
+                          mode=ImageReadMode.RGB, device="cuda")
+    for one, image in zip(data, decoded):
+        assert image.device.type == "cuda"
+        expected = encoder.preprocess(load_image(one))
+        got = preprocess(image).cpu()
+        error = _pixel_units(got - expected, preprocess)
+        assert error.max() <= 3 * LEVEL and error.mean() <= LEVEL
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_embedding_on_cuda_decodes_on_the_gpu_and_keeps_the_cpu_paths_failures(tmp_path, tmp_path_factory):
+    name, weights = make_tiny_clip(tmp_path_factory.mktemp("tiny-cuda"))
+    encoder = load_encoder(EncoderSpec(model=name, pretrained=str(weights), device="cuda", precision="fp32"))
+    dataset = _mixed_dataset(tmp_path)
+    features = {}
+    for device_decode in (False, None):  # None: the default on CUDA, i.e. on the GPU
+        chunks = tmp_path / f"chunks-{device_decode}"
+        chunks.mkdir()
+        embed_loader.encode_chunks(dataset, encoder, chunks, [0], chunk_size=len(dataset), batch_size=4,
+                                   num_workers=2, device_decode=device_decode)
+        features[device_decode] = embed_loader.read_chunk(chunks, 0)
+    (cpu, cpu_bad), (dev, dev_bad) = features[False], features[None]
+    assert cpu_bad == dev_bad and sorted(cpu_bad) == [4, 5, 7]
+    assert np.all((cpu * dev).sum(axis=1)[[0, 1, 2, 3, 6]] > 0.998)
