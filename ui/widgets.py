@@ -192,11 +192,13 @@ def data_roots_caption() -> str:
 # Progress of background work
 # ---------------------------------------------------------------------------------------------
 
-@st.fragment(run_every=0.5)
+@st.fragment(run_every=2)
 def task_progress(task, *, key: str, on_cancel_text: str = "Stopping at the next step…") -> None:
     """A moving progress bar for a :class:`ui.background.BackgroundTask`, with a Cancel button.
 
-    Redraws twice a second; when the task ends the whole page reruns to show its outcome.
+    Redraws every two seconds (each redraw is a fragment rerun, which on a loaded 2-core machine
+    measurably slows the work it watches: at 0.5 s the demo's first embedding ran several times
+    slower); when the task ends the whole page reruns to show its outcome.
     """
     from ui import background
 
