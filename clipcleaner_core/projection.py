@@ -11,9 +11,9 @@ Two layouts of the same rows:
   points and every other point is placed at the inverse-distance weighted mean of the 2-D positions
   of its ``place_neighbors`` nearest sample points in PCA space (pynndescent's index of the sample;
   exact search for samples under 4,096 points).
-  At 200k CLIP-like points this is several times faster than the full fit with the same
-  neighbourhood preservation (``benchmarks/bench_projection.py`` prints both); at 1.28M it takes a
-  few minutes on 2 cores, where the full fit would take 10-15.
+  ``benchmarks/bench_projection.py`` measured, at 200k CLIP-like 512-d points on a busy 2-core
+  machine: 183 s against umap-learn's full fit's 1,210 s in the same process (0.15x), with
+  trustworthiness (k=10, 5k-point sample) 0.843 against 0.823, and 1.4 GB peak RSS against 2.4 GB.
 
 The final layout is turned (rotated / reflected, never stretched) to best match the quick layout,
 so when the app swaps one for the other the clusters stay roughly where the user saw them.

@@ -255,9 +255,11 @@ def test_app_gets_the_quick_layout_first_and_the_final_map_when_ready(tmp_path, 
         return compute_umap(prepared.features, cache_key=map_cache.map_key(prepared), cache_root=tmp_path)
 
     monkeypatch.setattr(map_cache, "compute_map", slow_map)
+    monkeypatch.setattr(map_cache, "cached_map", lambda p: map_cache.cached_umap(
+        p.features, cache_key=map_cache.map_key(p), cache_root=tmp_path))
     monkeypatch.setattr(projection, "_compute", lambda *a: final)
     map_cache._jobs().clear()
-    first = map_cache.map_coords(prepared, wait_s=0.05)
+    first = map_cache.map_coords(prepared)
     assert not first.final and map_cache.map_pending(prepared)
     assert np.array_equal(first.coords, quick_layout(features, seed=None))
     assert map_cache.map_coords(prepared, wait_s=0.0).coords is first.coords  # computed once
@@ -267,8 +269,8 @@ def test_app_gets_the_quick_layout_first_and_the_final_map_when_ready(tmp_path, 
     assert done.final and not map_cache.map_pending(prepared) and np.array_equal(done.coords, final)
     assert map_cache.map_coords(prepared).coords is done.coords  # the same map on every later call
     map_cache._jobs().clear()
-    reloaded = map_cache.map_coords(prepared)  # a new process: the cached map at once
-    assert reloaded.final and np.array_equal(reloaded.coords, final)
+    reloaded = map_cache.map_coords(prepared)  # a new process: the map from disk at once, no job
+    assert reloaded.final and np.array_equal(reloaded.coords, final) and not map_cache.map_pending(prepared)
     assert "about 5 s left" in map_cache.progress_text(first.progress)
 
 
@@ -290,4 +292,20 @@ def test_a_failed_map_raises_once_and_is_retried(monkeypatch):
     with pytest.raises(DataError):
         map_cache.map_coords(prepared, wait_s=5)
     assert len(calls) == 2
+    map_cache._jobs().clear()
+
+
+def test_a_map_on_disk_is_returned_at_once_without_a_background_job(tmp_path, monkeypatch):
+    from ui import map_cache
+
+    features, _ = clustered_features(n=60)
+    prepared = types.SimpleNamespace(features=features, embedding=types.SimpleNamespace(key="e3"))
+    monkeypatch.setattr(projection, "_compute", lambda f, *a: np.full((len(f), 2), 7, np.float32))
+    compute_umap(features, cache_key=map_cache.map_key(prepared), cache_root=tmp_path, seed=None)
+    monkeypatch.setattr(map_cache, "cached_map", lambda p: map_cache.cached_umap(
+        p.features, cache_key=map_cache.map_key(p), cache_root=tmp_path, seed=None))
+    monkeypatch.setattr(map_cache, "compute_map", lambda *a, **k: pytest.fail("recomputed"))
+    map_cache._jobs().clear()
+    layout = map_cache.map_coords(prepared, wait_s=0.0)
+    assert layout.final and np.all(layout.coords == 7) and not map_cache.map_pending(prepared)
     map_cache._jobs().clear()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import streamlit as st
 
-from clipcleaner_core.projection import compute_umap, quick_layout
+from clipcleaner_core.projection import cached_umap, compute_umap, quick_layout
 from ui.background import Progress
 
 log = logging.getLogger(__name__)
@@ -80,19 +80,31 @@ def compute_map(prepared, *, cache_root=None, progress=None, cancel=None) -> np.
                         progress=progress, cancel=cancel)
 
 
-def map_coords(prepared, *, wait_s: float = 0.5) -> MapLayout:
-    """The map to draw now: the UMAP map when it is ready within ``wait_s`` (a cached one always
-    is), else the quick layout with the background computation's progress.
+def cached_map(prepared, *, cache_root=None) -> np.ndarray | None:
+    """The final map of ``prepared`` if it is on disk already, else None (milliseconds)."""
+    return cached_umap(prepared.features, cache_key=map_key(prepared), cache_root=cache_root, seed=None)
 
-    Starts the UMAP computation on first call (per embedding, shared by all sessions). A failed
-    computation raises its error once and is retried on the next call.
+
+def map_coords(prepared, *, wait_s: float = 0.0) -> MapLayout:
+    """The map to draw now: the UMAP map when it is on disk or ready within ``wait_s``, else the
+    quick layout with the background computation's progress (so a rerun never waits for it).
+
+    On first call per embedding (shared by all sessions) it loads the map from disk, or computes the
+    quick layout and starts the UMAP computation in the background. A failed computation raises its
+    error once and is retried on the next call.
     """
     key = map_key(prepared)
     with _lock():
         job = _jobs().get(key)
         if job is None:
-            job = _MapJob()
-            job.future = _executor().submit(compute_map, prepared, progress=job.report)
+            job = _MapJob(future=Future())
+            cached = cached_map(prepared)
+            if cached is not None:
+                job.future.set_result(cached)
+            else:
+                # first, while the interpreter is free: numba's compilation in the thread holds it
+                _quick(prepared, key)
+                job.future = _executor().submit(compute_map, prepared, progress=job.report)
             _jobs()[key] = job
     try:
         coords = np.asarray(job.future.result(timeout=wait_s))
