@@ -46,7 +46,7 @@ def test_probe_matches_sklearn_logistic_regression(problem):
 def test_preconditioning_is_an_exact_reparametrisation_on_rank_deficient_features(rank, monkeypatch):
     """Constant and duplicated feature columns (pixels often have them) still fit the same optimum,
     with the exact eigendecomposition and with a randomized top-3 one."""
-    monkeypatch.setattr(probe_module, "PRECONDITIONER_RANK", rank)
+    monkeypatch.setattr(probe_module, "_preconditioner_rank", lambda k: rank)
     rng = np.random.default_rng(0)
     base = rng.standard_normal((400, 6)).astype(np.float32)
     x = np.hstack([base, base[:, :2], np.ones((400, 2), np.float32)])
@@ -179,9 +179,9 @@ def _raw_digits(n=600):
 
 @pytest.mark.parametrize("make", [_power_law_problem, _raw_digits])
 def test_badly_conditioned_features_converge_in_few_iterations(make):
-    """Full whitening needs ~1,300-1,500 iterations on these (it scales the near-zero directions up,
-    so the L2 term becomes ill-conditioned); the regularised preconditioner needs fewer than
-    scikit-learn, and ends at least as close to the optimum."""
+    """Near-full whitening (the ridge shrunk a million-fold) needs ~1,300-1,500 iterations on these:
+    it scales the near-zero directions up, so the L2 term becomes ill-conditioned. The regularised
+    preconditioner needs fewer than scikit-learn, and ends at least as close to the optimum."""
     x, y, k = make()
     sk = LogisticRegression(C=1.0, class_weight="balanced", max_iter=10_000).fit(x, y)
     ours = fit_probe(x, y, num_classes=k)
@@ -205,7 +205,7 @@ def test_chunked_evaluation_equals_one_pass(problem, monkeypatch):
 
     def evaluate(features, rows, chunk, codes=codes, w=w):
         source = probe_module._RowSource(features, rows, chunk)
-        precond = probe_module._preconditioner(source, w, 0.01)
+        precond = probe_module._preconditioner(source, w, 0.01, 64)
         return probe_module._loss_grad(source, codes, w, 8, 1e-3, precond, monitor)(theta)
 
     half = x.astype(np.float16)
