@@ -12,16 +12,18 @@ Any invertible P gives the same objective and the same optimum; a good one makes
 to a multiple of the identity. Near the start the Hessian in W is about ``s Σ + l2 I`` with Σ the
 features' covariance, ``s ≈ 1/K`` (softmax curvature at uniform probabilities) and
 ``l2 = 1 / (c Σ_i w_i)``, so P is the inverse square root of the *regularised* covariance
-``Σ + ρ I`` with ``ρ = K · l2`` (Σ replaced by its top 64 eigenpairs, see ``_Preconditioner``).
-Directions with variance well above ρ are whitened; directions with little or none (constant or
-duplicated columns, the tail of a power-law spectrum) are scaled by at most ``1/sqrt(ρ)``. Whitening
-(``P = Σ^{-1/2}``, the previous method, which only left eigenvalues below 1e-6 of the largest
-unscaled) scales them by up to ``1/sqrt(λ)`` and leaves the penalty badly conditioned there: with
-the ridge shrunk a million-fold, the inputs of ``tests/test_probe.py`` take 1,300-1,500 iterations
-where scikit-learn needs 50-1,800 and this needs 10-50. Measured against scikit-learn's default fit (tol 1e-4) on
-the same inputs it needs 9 instead of 42 iterations on the demo's pixel features, 42 instead of
-1,229 on raw digits and 9-10 instead of 58-77 on CLIP-like spectra, and ends closer to the optimum
-on every case (``benchmarks/bench_probe.py`` prints both).
+``Σ + ρ I`` with ``ρ = K · l2`` (Σ replaced by its top K + 32 eigenpairs plus the mean of the
+rest, see ``_Preconditioner``). Directions with variance well above ρ are whitened; directions
+with little or none (constant or duplicated columns, the tail of a power-law spectrum) are scaled
+by at most ``1/sqrt(ρ)``. Whitening (``P = Σ^{-1/2}``, the previous method, which left only
+eigenvalues below 1e-6 of the largest unscaled) scales them by up to ``1/sqrt(λ)`` and leaves the
+penalty badly conditioned there: with the ridge shrunk a million-fold, the inputs of
+``tests/test_probe.py`` take 1,300-1,500 iterations where scikit-learn needs 50-1,800 and this
+needs 10-50; and its D x D eigendecomposition alone took longer than scikit-learn's whole fit on
+the demo's 768-d pixels. Against scikit-learn's default fit (tol 1e-4) on the same inputs it needs
+9 instead of 42 iterations on the demo's pixel features, 42 instead of 1,229 on raw digits and
+9-12 instead of 22-77 on CLIP-like and isotropic features, and ends closer to the optimum on every
+case (``benchmarks/bench_probe.py`` prints both).
 
 Memory grows with N, not N x K: each evaluation walks the rows in chunks of at most ``CHUNK_ROWS``
 rows and ``CHUNK_BYTES`` of float32 work (two matrix products, in-place softmax and residual per
@@ -65,7 +67,7 @@ CHUNK_ROWS = 65_536
 CHUNK_BYTES = 256 * 2**20
 COVARIANCE_ROWS = 1024  # a preconditioner estimated from a subsample is as exact a reparametrisation
 PRECONDITIONER_RANK = 64  # eigenpairs kept at least (see _preconditioner_rank)
-ITERATIONS_ESTIMATE = 40  # progress: L-BFGS iterations one fit is expected to take (8-60 measured)
+ITERATIONS_ESTIMATE = 40  # progress: L-BFGS iterations one fit is expected to take (9-42 measured)
 PROGRESS_INTERVAL_S = 0.25
 Progress = Callable[[str, int, int, "float | None"], None]
 Cancel = Callable[[], bool]
@@ -457,10 +459,11 @@ def _preconditioner(source, w, ridge, rank) -> _Preconditioner:
     forwards and backwards); a good one only speeds L-BFGS up. So the mean and covariance come
     from ``COVARIANCE_ROWS`` evenly spaced rows weighted by the balanced sample weights (as few
     iterations as with 8x more rows on every benchmark case), and only the top ``rank`` eigenpairs
-    are kept, the other directions scaled alike by their mean variance (plus the ridge):
-    on a power-law spectrum that is far below the ridge, on a flat one it is what each has. They come from a seeded randomized range finder with one power
-    iteration (Halko et al.), exact when D or the row count is small; on the demo's 768-d pixels a
-    full covariance, Cholesky factor and triangular inverse took longer than the whole L-BFGS run.
+    are kept, the other directions scaled alike by their mean variance plus the ridge (on a
+    power-law spectrum that variance is far below the ridge; on a flat one it is each one's). The
+    eigenpairs come from a seeded randomized range finder with one power iteration (Halko et
+    al.), exact when D or the row count is small; on the demo's 768-d pixels a full covariance,
+    Cholesky factor and triangular inverse took longer than the whole L-BFGS run.
     """
     picked, x = source.sample(COVARIANCE_ROWS)
     weight = w[picked].astype(np.float64)
