@@ -129,18 +129,11 @@ class NeighbourIndex:
         if self._faiss is None and self._exact is None:
             self.build(progress=progress, cancel=cancel)
         started = time.perf_counter()
-        indices = np.empty((n, k), dtype=np.int32)
-        similarities = np.empty((n, k), dtype=np.float32)
-        rows = _exact_block_rows(n) if self._exact is not None else SEARCH_CHUNK
-        for lo in range(0, n, rows):
-            if cancel is not None and cancel():
-                raise Cancelled("neighbour search cancelled")
-            hi = min(n, lo + rows)
-            block = np.asarray(self.features[lo:hi], dtype=np.float32)
-            indices[lo:hi], similarities[lo:hi] = self._search_without_self(block, lo, k)
-            elapsed = time.perf_counter() - started
-            if progress is not None:
-                progress("neighbours", hi, n, hi / elapsed if elapsed > 0 else None)
+        if self._faiss is not None:
+            indices, similarities = _ivf_self_join(self._faiss, n, k, self._exact_rows, progress,
+                                                   cancel)
+        else:
+            indices, similarities = self._exact_graph(n, k, progress, cancel)
         graph = KnnGraph(indices, similarities, self.method_)
         if path is not None:
             with atomic.atomic_path(path) as tmp:
@@ -151,12 +144,19 @@ class NeighbourIndex:
                  time.perf_counter() - started)
         return graph
 
-    def _search_without_self(self, block, start, k):
-        own = np.arange(start, start + block.shape[0])
-        if self._exact is not None:
-            return _exact_search(self._exact, block, k, exclude=own)
-        found, sims = _faiss_search(self._faiss, block, k + 1, self._exact_rows)
-        return _drop_self(found, sims, own, k)
+    def _exact_graph(self, n, k, progress, cancel):
+        indices = np.empty((n, k), dtype=np.int32)
+        similarities = np.empty((n, k), dtype=np.float32)
+        rows = _exact_block_rows(n)
+        started = time.perf_counter()
+        for lo in range(0, n, rows):
+            if cancel is not None and cancel():
+                raise Cancelled("neighbour search cancelled")
+            hi = min(n, lo + rows)
+            indices[lo:hi], similarities[lo:hi] = _exact_search(
+                self._exact, self._exact[lo:hi], k, exclude=np.arange(lo, hi))
+            _report(progress, "neighbours", hi, n, started)
+        return indices, similarities
 
     def _exact_rows(self, rows: np.ndarray, queries: np.ndarray, k: int):
         """Exact answers for queries the approximate index returned too few results for."""
@@ -283,14 +283,48 @@ def _faiss_search(index, queries, k, exact_rows):
     return found.astype(np.int32), sims.astype(np.float32)
 
 
-def _drop_self(found, sims, own, k):
-    """Remove each query's own row from its k + 1 results (or the last result when absent)."""
-    is_self = found == own[:, None]
-    missing = ~is_self.any(axis=1)
-    is_self[missing, -1] = True
-    keep = ~is_self
-    # a row could list itself twice only with duplicate ids, which faiss never returns
-    return found[keep].reshape(-1, k), sims[keep].reshape(-1, k)
+def _ivf_self_join(index, n, k, exact_rows, progress, cancel):
+    """The kNN graph of the rows held in an IVF-Flat ``index``, one matrix product per inverted list:
+    the list's members against the members of the ``N_PROBE`` lists nearest its centroid (itself
+    included). Per-query scanning runs far below BLAS speed; this join runs at it."""
+    from faiss.contrib.inspect_tools import get_invlist
+
+    n_lists, dim = index.nlist, index.d
+    invlists = index.invlists
+    centroids = index.quantizer.reconstruct_n(0, n_lists)
+    nearest = _exact_search(centroids, centroids, min(N_PROBE, n_lists))[0]
+    indices = np.empty((n, k), dtype=np.int32)
+    similarities = np.empty((n, k), dtype=np.float32)
+    started, done = time.perf_counter(), 0
+    for lst in range(n_lists):
+        if cancel is not None and cancel():
+            raise Cancelled("neighbour search cancelled")
+        members, member_codes = get_invlist(invlists, lst)
+        if members.size == 0:
+            continue
+        parts = [get_invlist(invlists, int(other)) for other in nearest[lst] if other != lst]
+        ids = np.concatenate([members] + [p[0] for p in parts])
+        codes = np.concatenate([member_codes] + [p[1] for p in parts]).view(np.float32)
+        queries = member_codes.view(np.float32).reshape(-1, dim)
+        own = np.arange(members.size)  # the members come first among the candidates
+        if ids.size > k:
+            found, sims = _exact_search(codes.reshape(-1, dim), queries, k, exclude=own)
+            indices[members], similarities[members] = ids[found], sims
+        else:  # too few candidates around this list: search these rows exactly
+            found, sims = exact_rows(members, queries, k + 1)
+            keep = found != members[:, None]
+            keep[~(~keep).any(axis=1), -1] = False
+            indices[members] = found[keep].reshape(-1, k)
+            similarities[members] = sims[keep].reshape(-1, k)
+        done += members.size
+        _report(progress, "neighbours", done, n, started)
+    return indices, similarities
+
+
+def _report(progress, stage, done, total, started):
+    if progress is not None:
+        elapsed = time.perf_counter() - started
+        progress(stage, done, total, done / elapsed if elapsed > 0 else None)
 
 
 # ---- validation --------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from clipcleaner_core.encoders import EncoderSpec
 from clipcleaner_core.metrics import label_issue_auroc, per_class_table, selection_metrics
 from clipcleaner_core.paths import cache_dir
 from clipcleaner_core.prompts import PromptSet, prompt_set_for
+from clipcleaner_core.schema import decision_effects
 from clipcleaner_core.scoring import ScoreFit, ScoringConfig, fit_scores, load_fit, save_fit
 from clipcleaner_core.selection import Selection, SelectionConfig, score_table, select
 
@@ -81,6 +82,24 @@ class Prepared:
     @functools.cached_property
     def _auroc_by_scores(self) -> dict:
         return {}
+
+    @functools.cached_property
+    def _effects_by_digest(self) -> dict:
+        return {}
+
+    def decision_effects(self, decisions: pd.DataFrame | None):
+        """What ``decisions`` do to these rows, computed once per distinct set of decisions (they do
+        not depend on the thresholds: 100,000 decisions over 10^6 rows then cost nothing per move)."""
+        if decisions is None or len(decisions) == 0:
+            return decision_effects(self.sample_index, None)
+        columns = [c for c in ("index", "decision", "final_label") if c in decisions.columns]
+        digest = int(pd.util.hash_pandas_object(decisions[columns], index=False).sum())
+        cache = self._effects_by_digest
+        if digest not in cache:
+            if len(cache) > 8:
+                cache.clear()
+            cache[digest] = decision_effects(self.sample_index, decisions)
+        return cache[digest]
 
     def label_issue_auroc(self, enabled: tuple, label_score: np.ndarray) -> float:
         """AUROC of ``label_score`` for finding wrong labels (NaN without ground truth).
@@ -261,7 +280,10 @@ def _load_or_fit(root, fit_key, features, labels, num_classes, text_features, te
                      text_labels=text_labels, config=scoring, progress=progress, cancel=cancel,
                      knn=knn)
     log.info("fitted scores for %d samples in %.2f s", len(labels), time.perf_counter() - start)
-    save_fit(fit, path)
+    try:
+        save_fit(fit, path)
+    except OSError as exc:  # a full or read-only cache costs a refit next time, never this result
+        log.warning("could not cache the fit at %s (%s); continuing without the cache", path, exc)
     if progress is not None:
         progress("fit", 1, 1, None)
     return fit
@@ -307,7 +329,7 @@ def select_samples(
     selection = select(prepared.fit, config)
     table = score_table(
         prepared.fit, selection, index=prepared.sample_index, paths=prepared.sample_paths_array,
-        true_labels=prepared.true_labels, decisions=decisions,
+        true_labels=prepared.true_labels, effects=prepared.decision_effects(decisions),
     )
     clean_mask = table["is_clean"].to_numpy(dtype=bool)
     metrics = selection_metrics(clean_mask, prepared.labels, prepared.true_labels)

@@ -125,10 +125,12 @@ def decision_effects(index: np.ndarray, decisions: pd.DataFrame | None) -> Decis
     if missing:
         raise DataError(f"decisions lack columns {sorted(missing)}; need index, decision, final_label.")
     latest = decisions.drop_duplicates("index", keep="last")
-    names = latest["decision"].astype(str).to_numpy()
-    bad = sorted(set(names) - set(DECISIONS))
+    codes, uniques = pd.factorize(latest["decision"], use_na_sentinel=True)
+    uniques = [str(u) for u in uniques]
+    bad = sorted(set(uniques) - set(DECISIONS)) + (["missing"] if (codes < 0).any() else [])
     if bad:
         raise ConfigError(f"unknown decisions {bad}; valid decisions: {', '.join(DECISIONS)}.")
+    decision_code = np.asarray([DECISION_CATEGORIES.index(u) for u in uniques], dtype=np.int8)[codes]
     ids = latest["index"].to_numpy(dtype=np.int64)
     if index.size == 0:
         return DecisionEffects(code, final)
@@ -138,19 +140,15 @@ def decision_effects(index: np.ndarray, decisions: pd.DataFrame | None) -> Decis
     slots = np.minimum(np.searchsorted(haystack, ids), index.size - 1)
     hit = haystack[slots] == ids
     rows = slots[hit] if order is None else order[slots[hit]]
-    chosen = names[hit]
-    code[rows] = _codes(chosen)
-    relabel = chosen == "relabel"
+    chosen = decision_code[hit]
+    code[rows] = chosen
+    relabel = chosen == DECISION_CATEGORIES.index("relabel")
     if relabel.any():
         labels = latest["final_label"].to_numpy()[hit][relabel] if "final_label" in latest else None
         if labels is None or pd.isna(labels).any():
             raise DataError("a relabel decision needs a final_label; pass the new class index.")
         final[rows[relabel]] = labels.astype(np.int64)
     return DecisionEffects(code, final)
-
-
-def _codes(chosen: np.ndarray) -> np.ndarray:
-    return pd.Categorical(chosen, categories=list(DECISION_CATEGORIES)).codes.astype(np.int8)
 
 
 def apply_decisions(table: pd.DataFrame, decisions: pd.DataFrame | None) -> pd.DataFrame:

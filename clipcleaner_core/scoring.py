@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -35,16 +35,16 @@ import numpy as np
 from scipy.special import log_softmax
 
 from . import atomic
-from .errors import Cancelled, ConfigError, DataError
+from .errors import ConfigError, DataError
 from .gmm import ClassMixtures, fit_mixtures, mixture_posterior
 from .neighbours import KnnGraph, class_text_centroids, knn_agreement, knn_graph, lemon_distance, \
     max_text_similarity, outlier_scores
 from .probe import PROBE_MODES, fit_probe_predictor
+from .progress import Progress, RateMeter, check_cancel, notify
 from .validation import check_labels
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int, "float | None"], None]
 # 2: the per-class mixtures are stored; 3: probe at the whitened tolerance; 4: per-sample vectors
 # and a top-k instead of the (N, K) matrices; 5: neighbour evidence
 FIT_FORMAT_VERSION = 5
@@ -80,7 +80,7 @@ class ScoringConfig:
             raise ConfigError(
                 f"unknown probe mode {self.probe!r}; valid modes: {', '.join(PROBE_MODES)}."
             )
-        if not self.temperature > 0:
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
             raise ConfigError(f"temperature={self.temperature!r} must be > 0 (default 0.07).")
         if self.probe == "cross-val" and self.n_folds < 2:
             raise ConfigError(f"n_folds={self.n_folds!r} must be >= 2 for cross-val.")
@@ -206,7 +206,7 @@ def zero_shot_log_probabilities(
     image_features, text_features, text_labels = _validate_text(
         image_features, text_features, text_labels, num_classes
     )
-    if not temperature > 0:
+    if not (math.isfinite(temperature) and temperature > 0):
         raise ConfigError(f"temperature={temperature!r} must be > 0 (default 0.07).")
     return _compute_zero_shot(image_features, text_features, text_labels, temperature, chunk_size)
 
@@ -303,13 +303,13 @@ def fit_scores(
     width = max([num_classes] + [getattr(s, "n_prompts", 0) for s in sources.values()])
     rows = chunk_rows or max(256, CHUNK_BYTES // (8 * width))
     parts = _reduce_in_chunks(sources, labels, num_classes, rows, progress, cancel)
-    _notify(progress, "mixtures", 0, 1)
+    notify(progress, "mixtures", 0, 1)
     for prefix in sources:
         loss = parts[f"{prefix}_loss_score"]
         mixtures = fit_mixtures(loss, labels, num_classes=num_classes)
         parts[f"{prefix}_mixtures"] = mixtures
         parts[f"{prefix}_clean_prob"] = mixture_posterior(loss, labels, mixtures)
-    _notify(progress, "mixtures", 1, 1)
+    notify(progress, "mixtures", 1, 1)
     if config.neighbours:
         parts.update(_neighbour_parts(features, labels, num_classes, config, knn, parts,
                                       text_features, text_labels, progress, cancel))
@@ -371,11 +371,10 @@ def _reduce_in_chunks(sources, labels, num_classes, rows, progress, cancel) -> d
         parts[f"{prefix}_top_probs"] = np.empty((n, k), dtype=np.float32)
     if len(sources) == 2:
         parts["suggested_both"] = np.empty(n, dtype=np.int32)
-    started = time.perf_counter()
+    meter = RateMeter()
     for lo in range(0, n, rows):
         hi = min(n, lo + rows)
-        if cancel is not None and cancel():
-            raise Cancelled("scoring cancelled")
+        check_cancel(cancel, "scoring")
         chunk_labels = labels[lo:hi]
         picked = np.arange(hi - lo), chunk_labels
         total = None
@@ -394,8 +393,7 @@ def _reduce_in_chunks(sources, labels, num_classes, rows, progress, cancel) -> d
                 total = probs if total is None else total + probs
         if total is not None:
             parts["suggested_both"][lo:hi] = np.argmax(total, axis=1)
-        elapsed = time.perf_counter() - started
-        _notify(progress, "scores", hi, n, hi / elapsed if elapsed > 0 else None)
+        notify(progress, "scores", hi, n, meter.rate(hi))
     for prefix in sources:
         parts[f"{prefix}_loss_score"] = _normalise_within_class(own[prefix], labels, num_classes)
     return parts
@@ -412,11 +410,6 @@ def _normalise_within_class(own, labels, num_classes):
     with np.errstate(invalid="ignore", divide="ignore"):
         scaled = (own - lo[labels]) / span
     return np.where(span > 0, np.clip(scaled, 0.0, 1.0), 1.0)
-
-
-def _notify(progress, stage, done, total, rate=None):
-    if progress is not None:
-        progress(stage, done, total, rate)
 
 
 def _check_finite(array, name, rows=65536):

@@ -15,8 +15,8 @@ import pandas as pd
 
 from .errors import ConfigError, DataError
 from .schema import (  # noqa: F401  (re-exported: the schema's names as selection has always had them)
-    DECISIONS, SCORE_NAMES, SCORES, SCORES_BY_NAME, TABLE_COLUMNS, apply_decisions,
-    decision_effects,
+    DECISIONS, SCORE_NAMES, SCORES, SCORES_BY_NAME, TABLE_COLUMNS, DecisionEffects,
+    apply_decisions, decision_effects,
 )
 from .neighbours import Duplicates, find_duplicates
 from .presets import PRESETS, TRAIN_PRESETS  # noqa: F401  re-exported; the one table is presets.py
@@ -208,6 +208,7 @@ def score_table(
     paths=None,
     true_labels: np.ndarray | None = None,
     decisions: pd.DataFrame | None = None,
+    effects: DecisionEffects | None = None,
 ) -> pd.DataFrame:
     """The DESIGN §6 score table, one row per sample, columns exactly ``TABLE_COLUMNS``
     (+ ``true_label, is_noisy`` when ``true_labels`` is given).
@@ -216,7 +217,9 @@ def score_table(
     ready pandas string array (reused without conversion: the app builds it once per dataset).
     Scores disabled in the selection or missing from the fit are NaN columns. ``review_decision``
     is categorical ("" = none) and ``decisions`` are folded in as :mod:`clipcleaner_core.schema`
-    defines; built column by column in numpy, so a 10^6-row table takes a fraction of a second.
+    defines (or ``effects``, their already computed :class:`~clipcleaner_core.schema.DecisionEffects`
+    on these rows); built column by column in numpy, so a 10^6-row table takes a fraction of a
+    second.
     """
     n = len(fit)
     index = np.arange(n) if index is None else np.asarray(index).astype(np.int64)
@@ -226,7 +229,8 @@ def score_table(
         paths = np.asarray(paths, dtype=object)
     if index.size != n or len(paths) != n:
         raise DataError(f"index and paths need {n} entries (one per sample).")
-    effects = decision_effects(index, decisions)
+    if effects is None:
+        effects = decision_effects(index, decisions)
     is_clean, final_label = effects.apply_to(selection.clean_mask, fit.labels)
     columns = {
         "index": index,

@@ -1,0 +1,93 @@
+"""Neighbour evidence in the app: the Tune page's switches and preset, the Inspect page's
+duplicate / outlier views, "more like this" and the text search (a tiny CLIP with a text tower)."""
+import dataclasses
+
+import numpy as np
+
+from app_helpers import metric, open_app
+from clipcleaner_core import clean
+from clipcleaner_core.encoders import EncoderSpec
+from clipcleaner_core.testing import make_tiny_clip
+from ui import neighbours_view, state
+
+TUNE, INSPECT = "pages/3_tune.py", "pages/4_inspect.py"
+
+
+def selection(at):
+    return at.session_state["clipcleaner_active"].selection
+
+
+def card_ids(at):
+    return [int(b.key.rsplit("_", 1)[1]) for b in at.button
+            if (b.key or "").startswith("inspect_keep_") and b.key[13:].isdigit()]
+
+
+def test_the_neighbour_preset_and_switches_change_the_selection():
+    at = open_app(TUNE)
+    paper_kept = metric(at, "Kept")
+    assert not at.toggle(key="tune_use_knn_agreement").value  # off: the paper's rule
+    at.selectbox(key="tune_preset").set_value("paper + neighbours").run()
+    chosen = selection(at)
+    assert chosen.use_knn_agreement and chosen.combine == "majority"
+    assert at.toggle(key="tune_use_knn_agreement").value
+    assert at.radio(key="tune_combine").value == "majority"
+    assert metric(at, "Kept") != paper_kept
+    at.radio(key="tune_combine").set_value("all").run()
+    at.toggle(key="tune_use_knn_agreement").set_value(False).run()
+    assert not selection(at).use_knn_agreement and selection(at).combine == "all"
+    assert at.session_state["clipcleaner_active"].preset == state.CUSTOM
+    assert metric(at, "Kept") == paper_kept  # back to the paper's rule exactly
+    at.toggle(key="tune_use_knn_agreement").set_value(True).run()
+    at.slider(key="tune_theta_knn").set_value(0.9).run()
+    strict = metric(at, "Kept")
+    at.slider(key="tune_theta_knn").set_value(0.1).run()
+    assert int(metric(at, "Kept").replace(",", "")) > int(strict.replace(",", ""))
+
+
+def test_outlier_and_duplicate_views_list_what_the_table_flags():
+    table = clean("demo").table  # the app's defaults, from the same cache
+    at = open_app(INSPECT)
+    shows = at.selectbox(key="inspect_show").options
+    assert {neighbours_view.OUTLIERS, neighbours_view.DUPLICATES, neighbours_view.CONFLICTS} <= set(shows)
+    assert neighbours_view.TEXT not in shows  # the pixels encoder has no text tower
+    for show, flagged in ((neighbours_view.OUTLIERS, table["is_outlier"]),
+                          (neighbours_view.DUPLICATES, table["duplicate_group"] >= 0),
+                          (neighbours_view.CONFLICTS, table["is_conflicting_duplicate"])):
+        at.selectbox(key="inspect_show").set_value(show).run()
+        assert not at.exception
+        caption = next(c.value for c in at.caption if "samples match" in c.value)
+        assert caption.startswith(f"{int(flagged.sum()):,} samples match")
+        expected = set(table.loc[flagged.to_numpy(dtype=bool), "index"])
+        assert set(card_ids(at)) <= expected
+    assert table["is_outlier"].sum() > 0  # the demo has some: the view was not trivially empty
+    outliers = table[table["is_outlier"]].sort_values("outlier_score", ascending=False)
+    at.selectbox(key="inspect_show").set_value(neighbours_view.OUTLIERS).run()
+    assert card_ids(at)[0] == int(outliers["index"].iloc[0])  # farthest first
+
+
+def test_more_like_this_opens_the_nearest_samples_with_the_same_actions():
+    at = open_app(INSPECT)
+    first = card_ids(at)[0]
+    at.button(key=f"inspect_similar_{first}").click().run()
+    assert not at.exception
+    assert at.selectbox(key="inspect_show").value == neighbours_view.SIMILAR
+    ids = card_ids(at)
+    assert ids[0] == first and len(ids) == at.selectbox(key="inspect_page_size").value
+    at.button(key=f"inspect_drop_{ids[1]}").click().run()  # review actions work on the results
+    assert not at.exception
+
+
+def test_text_search_ranks_the_dataset_by_a_typed_description(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPCLEANER_DATA_ROOTS", str(tmp_path))
+    model, weights = make_tiny_clip(tmp_path, name="tiny-search-clip")
+    settings = dataclasses.replace(state.ActiveSettings(),
+                                   encoder=EncoderSpec(model=model, pretrained=str(weights)))
+    at = open_app(INSPECT, clipcleaner_active=settings)
+    assert neighbours_view.TEXT in at.selectbox(key="inspect_show").options
+    at.selectbox(key="inspect_show").set_value(neighbours_view.TEXT).run()
+    assert not card_ids(at)  # nothing typed yet
+    at.text_input(key=neighbours_view.TEXT_KEY).input("a photo of the digit seven").run()
+    assert not at.exception, [e.value for e in at.exception]
+    ids = card_ids(at)
+    assert len(ids) == at.selectbox(key="inspect_page_size").value
+    assert len(set(ids)) == len(ids) and np.all(np.asarray(ids) >= 0)
