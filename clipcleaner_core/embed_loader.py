@@ -5,6 +5,9 @@ Chunk ``c`` covers samples ``[c * chunk_size, (c + 1) * chunk_size)``. It is com
 wrote it) exist; the
 JSON is written second, both atomically, so a crash never leaves a chunk that looks complete but
 is not. Batches never straddle chunks, so each chunk is saved the moment its last batch is done.
+Under ``torchrun`` each rank runs this loop over its own chunks (see
+:mod:`clipcleaner_core.embed_sharded`). On CUDA the JPEGs are decoded on the GPU
+(:mod:`clipcleaner_core.gpu_decode`); everything else is decoded by PIL in the workers.
 """
 from __future__ import annotations
 
