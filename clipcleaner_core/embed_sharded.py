@@ -86,12 +86,14 @@ def _encode_own(dataset, spec, group, plan, options, dtype, progress, cancel, al
                 f"vs {plan['key']}); every node must see the same files")
     folder, chunk_size, n_chunks = Path(plan["folder"]), plan["chunk_size"], plan["n_chunks"]
     pending = embed.pending_chunks(folder, n_chunks, rank=group.rank, world_size=group.world_size)
+    report = _rank_progress(progress, len(dataset), chunk_size, n_chunks, group, pending)
     if not pending:  # more ranks than chunks, or a resumed job whose share is done
+        if report is not None:
+            report(len(dataset), len(dataset), None)
         return 0
     encoder = embed._encoder(spec, allow_download=False)
-    embed.encode_pending(dataset, encoder, folder, pending, chunk_size, options,
-                         _rank_progress(progress, len(dataset), chunk_size, n_chunks, group, pending),
-                         cancel, rank=group.rank)
+    embed.encode_pending(dataset, encoder, folder, pending, chunk_size, options, report, cancel,
+                         rank=group.rank)
     return len(pending)
 
 
