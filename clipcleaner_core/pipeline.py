@@ -206,7 +206,7 @@ def prepare(
     elif not has_text:
         notes.append(f"Zero-shot scores are off: the {encoder_spec.model!r} encoder has no text "
                      "tower, so only the linear-probe scores are used.")
-    effective = scoring if has_text else dataclasses.replace(scoring, zeroshot=False)
+    effective = (scoring if has_text else dataclasses.replace(scoring, zeroshot=False)).resolved(len(labels))
 
     fit_key = _fit_key(embedding.key, labels, valid, text_features, text_labels, effective)
     fit = _load_or_fit(root, fit_key, features, labels, dataset.num_classes,

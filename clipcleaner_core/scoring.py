@@ -58,6 +58,8 @@ _ARRAYS = (
     "lemon_score", "lemon_clean_prob", "outlier_score", "outlier_z",
 )
 _MIXTURE_PREFIXES = ("zs", "lr", "lemon")
+#: k of the neighbour evidence computed by default where it is cheap (ScoringConfig.neighbours None)
+AUTO_NEIGHBOURS = 10
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,11 @@ class ScoringConfig:
     """What to fit. ``temperature`` is tau of DESIGN §2 step 3; ``probe`` one of
     ``"in-sample"`` (the paper), ``"cross-val"`` (``n_folds``-fold out-of-sample) or ``"off"``;
     ``probe_c`` is the probe's inverse L2 strength; ``seed`` drives the cross-val folds.
-    ``neighbours`` is k of the neighbour evidence (0 = none); the paper's rule never reads it."""
+    ``neighbours`` is k of the neighbour evidence (0 = none; the paper's rule never reads it);
+    None (the default) means :data:`AUTO_NEIGHBOURS` when the exact kNN graph is cheap (at most
+    ``knn_index.EXACT_MAX_ROWS`` samples) and none above, where building an approximate index
+    takes minutes and memory that only users of the neighbour scores should pay: they ask for it
+    with an explicit k. See :meth:`resolved`."""
 
     temperature: float = 0.07
     zeroshot: bool = True
@@ -73,7 +79,7 @@ class ScoringConfig:
     n_folds: int = 5
     probe_c: float = 1.0
     seed: int = 0
-    neighbours: int = 10
+    neighbours: int | None = None
 
     def __post_init__(self):
         if self.probe not in PROBE_MODES:
@@ -86,10 +92,19 @@ class ScoringConfig:
             raise ConfigError(f"n_folds={self.n_folds!r} must be >= 2 for cross-val.")
         if not self.probe_c > 0:
             raise ConfigError(f"probe_c={self.probe_c!r} must be > 0 (default 1.0).")
-        if isinstance(self.neighbours, bool) or int(self.neighbours) != self.neighbours \
-                or self.neighbours < 0:
+        if self.neighbours is not None and (
+                isinstance(self.neighbours, bool) or int(self.neighbours) != self.neighbours
+                or self.neighbours < 0):
             raise ConfigError(f"neighbours={self.neighbours!r} must be a whole number >= 0 "
                               "(k nearest neighbours; 0 turns the neighbour evidence off).")
+
+    def resolved(self, n: int) -> "ScoringConfig":
+        """This config with ``neighbours`` an int for ``n`` samples (see the class doc)."""
+        if self.neighbours is not None:
+            return self
+        from .knn_index import EXACT_MAX_ROWS
+
+        return dataclasses.replace(self, neighbours=AUTO_NEIGHBOURS if n <= EXACT_MAX_ROWS else 0)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -283,6 +298,7 @@ def fit_scores(
             built in memory when None and ``config.neighbours > 0``.
     """
     features, labels = _validate_features(image_features, labels, num_classes)
+    config = config.resolved(labels.size)
     if config.zeroshot and (text_features is None or text_labels is None):
         raise DataError(
             "zero-shot scoring needs text_features and text_labels (an encoder with a text "

@@ -243,3 +243,12 @@ def test_float16_features_keep_the_clean_set(problem):
                              text_labels=problem["text_labels"])).clean_mask
     jaccard = (full & half).sum() / (full | half).sum()
     assert jaccard >= 0.99
+
+
+def test_neighbour_evidence_by_default_only_where_the_exact_graph_is_cheap():
+    from clipcleaner_core.knn_index import EXACT_MAX_ROWS
+
+    assert ScoringConfig().resolved(EXACT_MAX_ROWS).neighbours > 0
+    assert ScoringConfig().resolved(EXACT_MAX_ROWS + 1).neighbours == 0  # no index unless asked
+    assert ScoringConfig(neighbours=15).resolved(10 * EXACT_MAX_ROWS).neighbours == 15
+    assert ScoringConfig(neighbours=0).resolved(10).neighbours == 0
