@@ -193,9 +193,7 @@ def show_map(prepared, result):
         widgets.image_grid(prepared.dataset, chosen, captions, columns=8, max_images=48)
         if st.button(f"Review these {len(chosen):,} in Inspect", key="tune_send_to_inspect",
                      icon=":material/image_search:"):
-            state.send_map_selection(chosen)
-            st.session_state["inspect_show"] = state.MAP_SELECTION_SHOW
-            st.session_state["inspect_page"] = 1
+            state.send_map_selection(chosen)  # Inspect opens on it (see state.map_selection_requested)
             st.switch_page("pages/4_inspect.py")
     else:
         st.caption("Draw a box or a lasso on the map to see those samples.")

@@ -51,6 +51,9 @@ def seed_widgets(names, enabled, map_ids):
     for key, value in seeds.items():
         if key not in st.session_state:
             st.session_state[key] = value
+    if map_ids and state.map_selection_requested():  # just sent from the Tune map: show it
+        st.session_state["inspect_show"] = state.MAP_SELECTION_SHOW
+        st.session_state["inspect_page"] = 1
 
 
 def remember(chosen, page, size):

@@ -569,9 +569,23 @@ MAP_SELECTION_SHOW = "selected on the map"
 
 
 def send_map_selection(sample_ids) -> None:
-    """Remember the samples selected on the Tune map, for Inspect to show."""
+    """Remember the samples selected on the Tune map, for Inspect to show on its next run."""
     st.session_state[MAP_SELECTION_KEY] = {"fingerprint": dataset_fingerprint(),
-                                           "ids": [int(i) for i in sample_ids]}
+                                           "ids": [int(i) for i in sample_ids], "requested": True}
+
+
+def map_selection_requested() -> bool:
+    """True once after :func:`send_map_selection`: Inspect then switches its view to the selection.
+
+    The request is a plain session value, not the Inspect widgets' own keys: a widget's value set
+    while another page runs is dropped with that page's widgets, and the browser would send the
+    widget's previous value back on the next rerun.
+    """
+    sent = st.session_state.get(MAP_SELECTION_KEY)
+    if not sent or not sent.get("requested"):
+        return False
+    sent["requested"] = False
+    return sent.get("fingerprint") == dataset_fingerprint()
 
 
 def map_selection() -> list[int]:
