@@ -123,6 +123,12 @@ class _DenseFit:
     """Duck-typed stand-in for the old ScoreFit (it held p_zs and p_lr)."""
 
     has_zeroshot = has_probe = True
+    has_neighbours = False
+
+    def __getattr__(self, name):  # scores beyond the paper (neighbour evidence) are absent
+        if name.startswith(("knn_", "lemon_", "outlier_")):
+            return None
+        raise AttributeError(name)
 
     def __init__(self, labels, k, parts, both):
         self.labels, self.num_classes, self._both = labels, k, both
@@ -173,7 +179,10 @@ def main() -> None:
                    "--dim", str(args.dim), "--folder", str(args.folder), "--child", mode, str(int(f16))]
         if args.probe_max_iter is not None:
             command += ["--probe-max-iter", str(args.probe_max_iter)]
-        line = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{mode} run failed:\n{done.stderr[-3000:]}")
+        line = done.stdout.strip().splitlines()[-1]
         results[(mode, f16)] = json.loads(line)
         print(json.dumps(results[(mode, f16)]))
     ours = np.load(results[("ours", False)]["mask"])
