@@ -8,19 +8,18 @@ import dataclasses
 import numpy as np
 import streamlit as st
 
-from clipcleaner_core.projection import display_sample
 from clipcleaner_core.presets import PRESETS
+from clipcleaner_core.projection import display_sample
+from clipcleaner_core.schema import PAPER_SCORE_NAMES, SCORES_BY_NAME
 from ui import map_cache, map_component, plots, state, widgets
 
 MAX_MAP_POINTS = 4_000_000  # the map component draws every point up to this many
 MAX_CHART_POINTS = 100_000  # the plotly fallback draws a random sample above this
 TEMPERATURES = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
 PROBE_MODES = ("in-sample", "cross-val", "off")
-SCORE_SWITCHES = {  # selection field -> (label, score family)
-    "use_zs_loss": ("Zero-shot loss", "zs"),
-    "use_zs_consistency": ("Zero-shot consistency", "zs"),
-    "use_lr_loss": ("Probe loss", "lr"),
-    "use_lr_consistency": ("Probe consistency", "lr"),
+SCORE_SWITCHES = {  # selection field -> (label, score family), from the one registry of scores
+    SCORES_BY_NAME[name].flag: (SCORES_BY_NAME[name].label.capitalize(), SCORES_BY_NAME[name].family)
+    for name in PAPER_SCORE_NAMES
 }
 
 

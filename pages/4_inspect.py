@@ -6,11 +6,10 @@ restart, and the export and training pages see it.
 import numpy as np
 import streamlit as st
 
+from clipcleaner_core.schema import SCORE_LABELS as SCORE_NAMES
 from ui import state, widgets
 
 SHOW = state.INSPECT_SHOW
-SCORE_NAMES = {"zs_loss": "zero-shot loss", "zs_consistency": "zero-shot consistency",
-               "lr_loss": "probe loss", "lr_consistency": "probe consistency"}
 COLUMNS = 4
 DECISION_BADGES = {"keep": ":green-badge[kept]", "drop": ":red-badge[dropped]", "relabel": ":blue-badge[relabelled]"}
 
