@@ -1,6 +1,7 @@
 """The map: UMAP keeps neighbourhoods, the sampled layout keeps them as well as the full fit, disk
 cache, progress and cancel, tiny inputs, the quick layout first and the final one later."""
 import threading
+import time
 import types
 
 import numpy as np
@@ -263,6 +264,10 @@ def test_app_gets_the_quick_layout_first_and_the_final_map_when_ready(tmp_path, 
     assert not first.final and map_cache.map_pending(prepared)
     assert np.array_equal(first.coords, quick_layout(features, seed=None))
     assert map_cache.map_coords(prepared, wait_s=0.0).coords is first.coords  # computed once
+    deadline = time.monotonic() + 60  # the job reports from its own thread: wait for its report
+    while getattr(map_cache.map_progress(prepared), "stage", None) != "umap" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "about 5 s left" in map_cache.progress_text(map_cache.map_progress(prepared))
     release.set()
     map_cache._jobs()["umap-e1"].future.result(timeout=60)
     done = map_cache.map_coords(prepared)
@@ -271,7 +276,6 @@ def test_app_gets_the_quick_layout_first_and_the_final_map_when_ready(tmp_path, 
     map_cache._jobs().clear()
     reloaded = map_cache.map_coords(prepared)  # a new process: the map from disk at once, no job
     assert reloaded.final and np.array_equal(reloaded.coords, final) and not map_cache.map_pending(prepared)
-    assert "about 5 s left" in map_cache.progress_text(first.progress)
 
 
 def test_a_failed_map_raises_once_and_is_retried(monkeypatch):
