@@ -11,7 +11,7 @@ import streamlit as st
 from clipcleaner_core.presets import PRESETS
 from clipcleaner_core.projection import display_sample
 from clipcleaner_core.schema import PAPER_SCORE_NAMES, SCORES_BY_NAME
-from ui import map_cache, map_component, plots, state, widgets
+from ui import map_cache, map_component, neighbours_view, plots, state, widgets
 
 MAX_MAP_POINTS = 4_000_000  # the map component draws every point up to this many
 MAX_CHART_POINTS = 100_000  # the plotly fallback draws a random sample above this
@@ -106,6 +106,7 @@ def selection_controls(prepared):
         column.toggle(label, key=key, disabled=not available[family],
                       help=None if available[family] else why_off[family],
                       on_change=lambda f=field, k=key: set_selection(**{f: st.session_state[k]}))
+    neighbours_view.tune_controls(prepared, sel, set_selection, bind)
     for note in prepared.notes:
         st.caption(note)
 

@@ -7,7 +7,7 @@ import numpy as np
 import streamlit as st
 
 from clipcleaner_core.schema import SCORE_LABELS as SCORE_NAMES
-from ui import state, widgets
+from ui import neighbours_view, state, widgets
 
 SHOW = state.INSPECT_SHOW
 COLUMNS = 4
@@ -63,10 +63,10 @@ def remember(chosen, page, size):
         "page": page, "per_page": size})
 
 
-def filters(names, enabled, map_ids):
+def filters(names, enabled, map_ids, extra_views=()):
     """The filter row; returns the chosen options."""
     show_col, given_col, suggested_col, by_col, sort_col = st.columns([2, 2, 2, 2, 1])
-    shows = (*SHOW, state.MAP_SELECTION_SHOW) if map_ids else SHOW
+    shows = (*SHOW, *extra_views, state.MAP_SELECTION_SHOW) if map_ids else (*SHOW, *extra_views)
     if st.session_state.get("inspect_show") not in shows:
         st.session_state["inspect_show"] = SHOW[0]
     return {
@@ -90,12 +90,16 @@ def is_reviewed(table):
     return table["review_decision"].fillna("").astype(str).ne("").to_numpy()
 
 
-def matching_rows(result, chosen, map_ids=()):
-    """Table rows passing the filters, sorted by label score."""
+def matching_rows(result, chosen, map_ids=(), ranked=None):
+    """Table rows passing the filters, sorted by label score (or in the order of ``ranked``, the
+    rows of a neighbour view)."""
     table = result.table
     flagged = ~np.asarray(result.selection.clean_mask, dtype=bool)
     reviewed = is_reviewed(table)
-    if chosen["show"] == state.MAP_SELECTION_SHOW:
+    if ranked is not None:
+        keep = np.zeros(len(table), dtype=bool)
+        keep[ranked] = True
+    elif chosen["show"] == state.MAP_SELECTION_SHOW:
         keep = table["index"].isin(map_ids).to_numpy()
     else:
         keep = {"flagged": flagged, "flagged, not reviewed": flagged & ~reviewed,
@@ -106,6 +110,8 @@ def matching_rows(result, chosen, map_ids=()):
         keep &= table["suggested_label"].isin(chosen["suggested"]).to_numpy()
     for name in chosen["flagged_by"]:
         keep &= np.asarray(result.selection.flagged_by[name], dtype=bool)
+    if ranked is not None:
+        return np.asarray(ranked)[keep[ranked]]
     rows = np.flatnonzero(keep)
     order = np.argsort(table["label_score"].to_numpy()[rows], kind="stable")
     return rows[order] if chosen["ascending"] else rows[order[::-1]]
@@ -160,7 +166,7 @@ def card_text(row, names, flagged_by):
     return "  \n".join(lines)
 
 
-def card(dataset, row, names, flagged_by):
+def card(dataset, row, names, flagged_by, similar=False):
     """One sample: image, labels, scores and its keep / drop / relabel actions."""
     index, suggested = int(row.index), int(row.suggested_label)
     pixels, reason = widgets.thumbnail(dataset, index, px=128)
@@ -177,6 +183,8 @@ def card(dataset, row, names, flagged_by):
     st.button(f"Relabel → {names[suggested]}", key=f"inspect_relabel_{index}", width="stretch",
               disabled=suggested == int(row.given_label),
               on_click=record, args=([(index, "relabel", suggested)], f"relabelled #{index} to {names[suggested]}"))
+    if similar:
+        neighbours_view.more_like_this_button(index)
     with st.popover("Relabel to…", width="stretch"):
         target = st.selectbox("Class", range(len(names)), index=suggested, format_func=names.__getitem__,
                               key=f"inspect_target_{index}")
@@ -192,7 +200,8 @@ def grid(dataset, table, page_rows, names, result):
         for cell, row_number, row in zip(st.columns(COLUMNS), page_rows[start:start + COLUMNS],
                                          records[start:start + COLUMNS]):
             with cell, st.container(border=True):
-                card(dataset, row, names, [n for n in enabled if flagged_by[n][row_number]])
+                card(dataset, row, names, [n for n in enabled if flagged_by[n][row_number]],
+                     similar=result.selection.duplicates is not None)
 
 
 state.ensure_routed()
@@ -211,8 +220,11 @@ st.markdown(f"{int(flagged_by_scores.sum()):,} samples flagged by the scores{aft
 map_ids = state.map_selection()
 enabled_scores = list(result.selection.enabled)
 seed_widgets(names, enabled_scores, map_ids)
-chosen = filters(names, enabled_scores, map_ids)
-rows = matching_rows(result, chosen, map_ids)
+chosen = filters(names, enabled_scores, map_ids, neighbours_view.views(prepared))
+neighbours_view.view_controls(chosen["show"])
+with state.user_errors(stop=True):
+    ranked = neighbours_view.view_rows(prepared, result, chosen["show"])
+rows = matching_rows(result, chosen, map_ids, ranked)
 page_slice, page_number, page_size = pager(len(rows))
 remember(chosen, page_number, page_size)
 page_rows = rows[page_slice]

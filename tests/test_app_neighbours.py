@@ -6,11 +6,17 @@ import numpy as np
 
 from app_helpers import metric, open_app
 from clipcleaner_core import clean
+from clipcleaner_core.data import load_dataset
+from clipcleaner_core.store import Catalogue
 from clipcleaner_core.encoders import EncoderSpec
 from clipcleaner_core.testing import make_tiny_clip
 from ui import neighbours_view, state
 
 TUNE, INSPECT = "pages/3_tune.py", "pages/4_inspect.py"
+
+
+def decisions():
+    return Catalogue().decisions(load_dataset("demo").fingerprint())
 
 
 def selection(at):
@@ -73,8 +79,12 @@ def test_more_like_this_opens_the_nearest_samples_with_the_same_actions():
     assert at.selectbox(key="inspect_show").value == neighbours_view.SIMILAR
     ids = card_ids(at)
     assert ids[0] == first and len(ids) == at.selectbox(key="inspect_page_size").value
+    before = len(decisions())
     at.button(key=f"inspect_drop_{ids[1]}").click().run()  # review actions work on the results
     assert not at.exception
+    assert decisions().set_index("index").loc[ids[1], "decision"] == "drop"
+    at.button(key="inspect_undo").click().run()  # leave the shared catalogue as it was
+    assert len(decisions()) == before
 
 
 def test_text_search_ranks_the_dataset_by_a_typed_description(tmp_path, monkeypatch):

@@ -26,6 +26,8 @@ STAGES = {
     "zero-shot": ("Scoring zero-shot", "samples"),
     "scores": ("Scoring", "samples"),
     "mixtures": ("Fitting the per-class mixtures", "classes"),
+    "index": ("Building the nearest-neighbour index", "images"),
+    "neighbours": ("Finding each image's nearest neighbours", "images"),
     "index": ("Building the nearest-neighbour index", "rows"),
     "neighbours": ("Finding each sample's nearest neighbours", "rows"),
     "pca": ("Reducing the features for the map (PCA)", "rows"),
