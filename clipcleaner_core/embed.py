@@ -328,12 +328,23 @@ def encode_pending(dataset, encoder, folder, pending, chunk_size, options, progr
         return
     num_workers = options["num_workers"]
     if num_workers is None:
-        num_workers = 0 if len(dataset) <= options["batch_size"] else min(8, os.cpu_count() or 1)
+        num_workers = _default_workers(dataset, encoder, options["batch_size"])
     logger.info("rank %d: embedding %d chunks of %s with %s (%d workers)", rank, len(pending),
                 dataset.name, encoder.name, num_workers)
     embed_loader.encode_chunks(dataset, encoder, folder / "chunks", pending, chunk_size=chunk_size,
                                batch_size=options["batch_size"], num_workers=num_workers,
                                progress=progress, cancel=cancel, rank=rank)
+
+
+def _default_workers(dataset, encoder, batch_size: int) -> int:
+    """DataLoader workers: one per core (at most 8), except where starting them (each imports torch,
+    ~1-2 s) costs more than the work: one batch, or in-memory images for the pixels encoder
+    (a resize per image: the demo embeds in 0.3 s in-process, 2 s with two workers)."""
+    from clipcleaner_core.encoders import PixelEncoder
+
+    if len(dataset) <= batch_size or (dataset.images is not None and isinstance(encoder, PixelEncoder)):
+        return 0
+    return min(8, os.cpu_count() or 1)
 
 
 def describe(dataset, spec, encoder, key, options, chunk_size, dtype, *, seconds, world_size) -> dict:
