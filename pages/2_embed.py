@@ -6,12 +6,14 @@ import streamlit as st
 import torch
 
 from clipcleaner_core.embed import embed_dataset
+from clipcleaner_core.embed_launch import can_launch, embed_on_local_gpus, local_gpu_count
 from clipcleaner_core.encoders import EncoderSpec, list_open_clip_models
 from clipcleaner_core.pipeline import prepare
 from clipcleaner_core.prompts import PromptSet, prompt_set_for
 from ui import background, state, widgets
 
 TASK = "embed_task"
+RANKS = "embed_ranks"
 PIXELS = "pixels"
 LOCAL = "local checkpoint file…"
 
@@ -127,12 +129,19 @@ def prompt_files(prompts: PromptSet | None) -> None:
 
 def start(dataset, spec: EncoderSpec, batch_size: int, prompts: PromptSet | None) -> None:
     scoring = state.active().scoring
+    gpus = local_gpu_count()
+    on_all_gpus = gpus > 1 and can_launch(dataset, spec)  # one torchrun process per GPU
+    ranks = st.session_state[RANKS] = {}
 
     def work(progress, cancel):
         def embed_progress(done, total, rate=None):
             progress("embed", done, total, rate)
 
-        embed_dataset(dataset, spec, batch_size=batch_size, progress=embed_progress, cancel=cancel)
+        if on_all_gpus:
+            embed_on_local_gpus(dataset, spec, nproc=gpus, batch_size=batch_size, progress=embed_progress,
+                                on_ranks=lambda rows: ranks.update(rows=rows), cancel=cancel)
+        else:
+            embed_dataset(dataset, spec, batch_size=batch_size, progress=embed_progress, cancel=cancel)
         prepare(dataset, spec, prompts=prompts, scoring=scoring, progress=progress, cancel=cancel)
         return spec, prompts
 
@@ -172,6 +181,17 @@ def run_panel(dataset, spec: EncoderSpec | None, batch_size: int, prompts: Promp
             st.rerun()
     else:
         widgets.task_progress(task, key="embed", on_cancel_text="Stopping after the current batch…")
+        rank_progress()
+
+
+@st.fragment(run_every=2)
+def rank_progress() -> None:
+    """One line per GPU while the embedding runs on several (see embed_on_local_gpus)."""
+    rows = st.session_state.get(RANKS, {}).get("rows") or []
+    for row in rows if len(rows) > 1 else []:
+        left = "" if row.seconds_left is None else f", {row.seconds_left:.0f} s left"
+        rate = f", {row.rate:,.0f} images/s" if row.rate else ""
+        st.caption(f"GPU {row.rank}: {row.done:,} / {row.total:,}{rate}{left}")
 
 
 def cached_embeddings(dataset) -> None:
