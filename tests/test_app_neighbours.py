@@ -101,3 +101,20 @@ def test_text_search_ranks_the_dataset_by_a_typed_description(tmp_path, monkeypa
     ids = card_ids(at)
     assert len(ids) == at.selectbox(key="inspect_page_size").value
     assert len(set(ids)) == len(ids) and np.all(np.asarray(ids) >= 0)
+
+
+def test_above_the_exact_limit_the_neighbour_evidence_is_computed_on_request(monkeypatch):
+    from clipcleaner_core import knn_index
+
+    monkeypatch.setattr(knn_index, "EXACT_MAX_ROWS", 100)  # the demo's 1,797 samples count as large
+    at = open_app(TUNE)
+    assert at.session_state["clipcleaner_active"].scoring.neighbours is None
+    assert not any((t.key or "") == "tune_use_knn_agreement" for t in at.toggle)  # no graph yet
+    at.button(key="tune_compute_neighbours").click().run()
+    state_now = at.session_state["clipcleaner_active"]
+    assert state_now.scoring.neighbours == 10
+    for _ in range(60):  # the refit runs in the background
+        if any((t.key or "") == "tune_use_knn_agreement" for t in at.toggle):
+            break
+        at.run()
+    assert not at.toggle(key="tune_use_knn_agreement").value  # available, still off by default

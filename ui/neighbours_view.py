@@ -7,11 +7,15 @@ embedding (``clipcleaner_core.neighbours``), loaded once per process.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import streamlit as st
 
 from clipcleaner_core import neighbours
 from clipcleaner_core.embed import embed_texts
+from clipcleaner_core.knn_index import EXACT_MAX_ROWS
+from clipcleaner_core.scoring import AUTO_NEIGHBOURS
 
 DUPLICATES = "near-duplicates"
 CONFLICTS = "conflicting duplicates"
@@ -32,7 +36,14 @@ def tune_controls(prepared, selection, set_selection, bind) -> None:
     with st.expander("Neighbour evidence (beyond the paper)", expanded=bool(
             selection.use_knn_agreement or selection.use_lemon or selection.combine != "all")):
         if not fit.has_neighbours:
-            st.caption("This fit has no neighbour evidence (neighbours = 0).")
+            st.caption(f"This fit has no neighbour evidence: above {EXACT_MAX_ROWS:,} samples it is "
+                       "built only on request (an approximate index; minutes at 10^6 samples).")
+            if st.button("Compute the neighbour evidence (k = 10)", key="tune_compute_neighbours",
+                         icon=":material/hub:"):
+                from ui import state
+
+                state.update(scoring=dataclasses.replace(state.active().scoring, neighbours=AUTO_NEIGHBOURS))
+                st.rerun()
             return
         knn_col, lemon_col, theta_col, combine_col = st.columns([2, 2, 3, 3])
         bind("tune_use_knn_agreement", bool(selection.use_knn_agreement))
