@@ -93,7 +93,8 @@ class Prepared:
         if decisions is None or len(decisions) == 0:
             return decision_effects(self.sample_index, None)
         columns = [c for c in ("index", "decision", "final_label") if c in decisions.columns]
-        digest = int(pd.util.hash_pandas_object(decisions[columns], index=False).sum())
+        rows = pd.util.hash_pandas_object(decisions[columns], index=False).to_numpy()
+        digest = atomic.hash_array(rows)  # in row order: the latest decision per sample wins
         cache = self._effects_by_digest
         if digest not in cache:
             if len(cache) > 8:

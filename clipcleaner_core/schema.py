@@ -160,7 +160,11 @@ def apply_decisions(table: pd.DataFrame, decisions: pd.DataFrame | None) -> pd.D
         return out
     clean, final = effects.apply_to(out["is_clean"].to_numpy(dtype=bool),
                                     out["final_label"].to_numpy(dtype=np.int64))
-    out["review_decision"] = effects.categorical()
+    earlier = pd.Categorical(out["review_decision"].astype(object).fillna(NO_DECISION).astype(str),
+                             categories=list(DECISION_CATEGORIES)).codes.astype(np.int8) \
+        if "review_decision" in out.columns else np.zeros(len(out), dtype=np.int8)
+    codes = np.where(effects.decided, effects.code, np.maximum(earlier, 0)).astype(np.int8)
+    out["review_decision"] = pd.Categorical.from_codes(codes, categories=list(DECISION_CATEGORIES))
     out["is_clean"] = clean
     out["is_label_issue"] = ~clean
     out["final_label"] = final

@@ -78,3 +78,17 @@ def test_broken_folders_name_the_file_and_fix(tmp_path, problem, breakage, match
     with pytest.raises(DataError, match=match):
         dataset = load_dataset(root)
         open_embeddings(dataset, cache_root=tmp_path / "cache")
+
+
+def test_a_missing_label_in_the_metadata_is_refused_naming_the_row(tmp_path, problem):
+    root = tmp_path / "emb"
+    root.mkdir()
+    np.save(root / "features.npy", problem["features"].astype(np.float32))
+    labels = problem["labels"].astype(float)
+    labels[7] = np.nan  # an integer column with one null reads back as floats
+    pd.DataFrame({"label": labels}).to_parquet(root / "metadata.parquet")
+    with pytest.raises(DataError, match=r"rows \[7\] have no label"):
+        load_dataset(root)
+    labels[7] = 1
+    pd.DataFrame({"label": labels}).to_parquet(root / "metadata.parquet")
+    assert load_dataset(root).class_names == ("class 0", "class 1", "class 2")

@@ -61,3 +61,11 @@ def test_kept_mask_reads_plain_string_decisions_from_a_csv_round_trip():
     table = _table()
     table["review_decision"] = ["", "keep", "drop", "", "relabel", np.nan]
     np.testing.assert_array_equal(kept_mask(table), [True, True, False, False, True, False])
+
+
+def test_applying_more_decisions_keeps_the_earlier_ones_in_the_review_column():
+    first = apply_decisions(_table(), pd.DataFrame({"index": [10, 11], "decision": ["drop", "relabel"],
+                                                    "final_label": [None, 2]}))
+    second = apply_decisions(first, pd.DataFrame({"index": [12], "decision": ["keep"], "final_label": [None]}))
+    assert second["review_decision"].astype(str).tolist()[:3] == ["drop", "relabel", "keep"]
+    assert not second.loc[0, "is_clean"] and second.loc[1, "final_label"] == 2

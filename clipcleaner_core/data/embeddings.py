@@ -175,6 +175,13 @@ def _class_indices(root: Path, labels: np.ndarray) -> tuple[tuple[str, ...], np.
     if names_file.is_file():
         names = tuple(line.strip() for line in names_file.read_text(encoding="utf-8").splitlines()
                       if line.strip())
+    missing = np.flatnonzero(pd.isna(labels) | np.asarray([str(v).strip() in ("", "nan", "None")
+                                                          for v in labels], dtype=bool))
+    if missing.size:
+        raise DataError(f"{root}: rows {missing[:10].tolist()} have no label "
+                        f"({missing.size} in all); label every row or drop those rows")
+    if labels.dtype.kind == "O" and all(isinstance(v, (int, float, np.integer, np.floating)) for v in labels[:1000]):
+        labels = labels.astype(np.float64)
     if labels.dtype.kind in "iu" or (labels.dtype.kind == "f" and _whole(labels)):
         return _integer_classes(root, labels.astype(np.int64), names)
     text = np.asarray([str(v).strip() for v in labels], dtype=object)
