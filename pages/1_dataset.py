@@ -7,8 +7,8 @@ from clipcleaner_core.paths import add_data_root, data_root_entries, remove_data
 from clipcleaner_core.uploads import save_upload
 from ui import state, widgets
 
-SOURCES = ["Built-in demo", "ImageFolder path", "Manifest file (CSV / Parquet)", "CIFAR folder",
-           "Upload a zip or manifest"]
+SOURCES = ["Built-in demo", "ImageFolder path", "Manifest file (CSV / Parquet)",
+           "Other folder (detected)", "Upload a zip or manifest"]
 GENERATED_NOISE = [mode for mode in NOISE_MODES if mode != "file"]
 
 
@@ -65,9 +65,11 @@ def choose_source() -> None:
     elif choice.startswith("Manifest"):
         path_source("Manifest with columns path,label (+ true_label)", "manifest",
                     "e.g. ~/data/pets/labels.csv")
-    elif choice == "CIFAR folder":
-        path_source("Folder of the CIFAR-10/100 'python version'", None,
-                    "e.g. ~/data/cifar-10-batches-py")
+    elif choice == "Other folder (detected)":
+        path_source("A CIFAR-10/100 'python version' folder, one of the paper's datasets (ANIMAL-10N, "
+                    "Red Mini-ImageNet, mini-WebVision, Clothing1M) or precomputed embeddings "
+                    "(features.npy + labels, or clip-retrieval's img_emb/ + metadata/)", None,
+                    "e.g. ~/data/cifar-10-batches-py or ~/embeddings/imagenet")
     else:
         upload_source()
 

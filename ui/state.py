@@ -151,7 +151,7 @@ URL_PARAMS = {
     "sort": "Inspect: lowest / highest label score first", "page": "Inspect: page number",
     "per_page": "Inspect: samples per page",
 }
-DATASET_FORMATS = ("imagefolder", "manifest", "cifar")
+DATASET_FORMATS = ("imagefolder", "manifest", "cifar", "embeddings")
 INSPECT_PARAMS = ("show", "given", "suggested", "by", "sort", "page", "per_page")
 
 
