@@ -107,6 +107,10 @@ def test_above_the_exact_limit_the_neighbour_evidence_is_computed_on_request(mon
     from clipcleaner_core import knn_index
 
     monkeypatch.setattr(knn_index, "EXACT_MAX_ROWS", 100)  # the demo's 1,797 samples count as large
+    from ui import background
+
+    monkeypatch.setattr(state, "_PREPARED", state.PreparedStore(entries=4))  # no fit from earlier tests
+    monkeypatch.setattr(background, "_shared", {})
     at = open_app(TUNE)
     assert at.session_state["clipcleaner_active"].scoring.neighbours is None
     assert not any((t.key or "") == "tune_use_knn_agreement" for t in at.toggle)  # no graph yet
