@@ -96,7 +96,7 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("encoder", ["pixels", "tiny"])
+@pytest.mark.parametrize("encoder", ["pixels", pytest.param("tiny", marks=pytest.mark.slow)])
 def test_two_ranks_share_the_chunks_and_match_one_process_bit_for_bit(tmp_path, files, encoder):
     data, tiny = files
     model = "pixels" if encoder == "pixels" else tiny
@@ -133,6 +133,7 @@ KILL_RANK_1 = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # 2 torchrun launches (~40 s); `pytest -m slow`
 def test_a_rank_killed_mid_run_then_the_job_rerun_resumes_to_the_same_features(tmp_path, files):
     data, tiny = files
     script = tmp_path / "kill_rank_1.py"
@@ -171,7 +172,7 @@ FAIL_RANK_1 = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("phase", ["load", "encode"])
+@pytest.mark.parametrize("phase", [pytest.param("load", marks=pytest.mark.slow), "encode"])
 def test_a_rank_that_cannot_read_the_dataset_is_named_on_every_rank_and_nothing_is_assembled(
         tmp_path, files, phase):
     data, _ = files
@@ -191,6 +192,7 @@ def test_a_rank_that_cannot_read_the_dataset_is_named_on_every_rank_and_nothing_
     assert not list((tmp_path / "ddp").glob("embeddings/*/features.npy*"))
 
 
+@pytest.mark.slow  # two torchrun "nodes" (~25 s)
 def test_two_nodes_meet_through_a_multi_node_rendezvous(tmp_path, files):
     data, tiny = files
     port = _free_port()
@@ -207,6 +209,7 @@ def test_two_nodes_meet_through_a_multi_node_rendezvous(tmp_path, files):
     assert features.tobytes() == np.asarray(reference.image_features).tobytes()
 
 
+@pytest.mark.slow  # a torchrun launch plus a fit (~20 s)
 def test_run_under_torchrun_embeds_on_both_ranks_and_fits_on_rank_0(tmp_path, files):
     data, _ = files
     out = tmp_path / "scores.csv"

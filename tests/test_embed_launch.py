@@ -37,6 +37,7 @@ def test_two_processes_report_per_rank_progress_and_give_the_single_process_feat
     assert all(done <= total for done, total in totals)
 
 
+@pytest.mark.slow  # two launches (~15 s)
 def test_cancel_stops_every_process_and_a_second_launch_finishes(tmp_path, dataset):
     with pytest.raises(Cancelled, match="run it again"):
         embed_on_local_gpus(dataset, PIXELS, nproc=2, device="cpu", cache_root=tmp_path / "cache",

@@ -22,6 +22,7 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow  # two torchrun "nodes" training (~15 s)
 def test_two_nodes_train_one_run_through_a_multi_node_rendezvous(tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
