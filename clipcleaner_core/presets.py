@@ -54,7 +54,8 @@ PRESET_TABLE: dict[str, Preset] = {
 }
 
 _SELECTION_KEYS = ("theta_gmm", "theta_cons")
-_TRAIN_KEYS = ("beta", "theta_r", "theta_r2", "epochs", "milestones", "lr", "batch")
+_TRAIN_KEYS = ("beta", "theta_r", "theta_r2", "epochs", "milestones", "lr", "batch", "backbone",
+               "image_size")
 
 #: the paper's rule looks at each sample alone: its presets switch the neighbour scores off
 _NEIGHBOURS_OFF = {"use_knn_agreement": False, "use_lemon": False, "combine": "all"}
@@ -76,7 +77,8 @@ of the enabled scores (``combine="majority"``: with the neighbours in, an inters
 clean samples than noisy ones; see benchmarks/bench_neighbours.py)."""
 
 TRAIN_PRESETS: dict[str, dict] = {name: {k: asdict(p)[k] for k in _TRAIN_KEYS} for name, p in PRESET_TABLE.items()}
-"""MixFix schedule per preset: beta, theta_r, theta_r2, epochs, milestones, lr, batch."""
+"""MixFix schedule per preset: beta, theta_r, theta_r2, epochs, milestones, lr, batch, and the
+preset's backbone with its input size."""
 
 PAPER_RESULTS: dict[str, dict] = {
     "cifar100-sym": {0.2: {"test": 78.2}, 0.5: {"test": 75.2}, 0.8: {"test": 69.7}, 0.9: {"test": 63.1}},

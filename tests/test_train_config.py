@@ -58,3 +58,9 @@ def test_resume_key_ignores_fields_that_may_change_between_runs():
     config = resolve_config(TrainConfig(backbone="linear", epochs=4))
     assert resume_key(config) == resume_key(config.replace(resume=True))
     assert resume_key(config) != resume_key(config.replace(lr=config.lr * 2))
+
+
+def test_the_preset_input_size_goes_with_its_backbone():
+    assert resolve_config(TrainConfig(backbone="preact_resnet18", preset="animal10n")).image_size == 64
+    assert resolve_config(TrainConfig(backbone="resnet50", preset="animal10n")).image_size == 224
+    assert resolve_config(TrainConfig(backbone="resnet50", preset="webvision")).image_size == 299

@@ -173,7 +173,9 @@ def resolve_config(config: TrainConfig, *, dataset_kind: str | None = None) -> T
             milestones = tuple(preset_ms)
         else:
             milestones = (round(epochs * 2 / 3), round(epochs * 5 / 6))
-    image_size = config.image_size or (32 if config.backbone == "preact_resnet18" else 224)
+    # the preset's input size goes with the preset's backbone (ANIMAL-10N: PreAct ResNet-18 at 64 px)
+    preset_size = base.get("image_size") if config.backbone == base.get("backbone") else None
+    image_size = config.image_size or preset_size or (32 if config.backbone == "preact_resnet18" else 224)
     resolved = config.replace(
         preset=preset_name,
         epochs=epochs,
