@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from clipcleaner_core.errors import CLIPCleanerError
+from clipcleaner_core.procgroup import pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -152,18 +153,6 @@ def create_locked_temp(final: Path) -> tuple[Path, int]:
         return tmp, fd
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporary files this module left in ``folder`` whose writer is gone.
 
@@ -183,7 +172,7 @@ def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
             continue
         match = _TEMP_RE.match(entry.name)
         if match is not None:
-            if _pid_alive(int(match["pid"])):
+            if pid_alive(int(match["pid"])):
                 continue
         elif _LEGACY_TEMP_RE.match(entry.name) is not None:
             with contextlib.suppress(OSError):
