@@ -167,9 +167,11 @@ def _encoder_spec(args):
     return EncoderSpec(model=args.model, pretrained=args.pretrained, device=args.device)
 
 
-def _stderr_progress(stage: str, done: int, total: int, rate: float | None) -> None:
+def stderr_progress(stage: str, done: int, total: int, rate: float | None = None) -> None:
+    """The CLI's :data:`~clipcleaner_core.progress.Progress`: one line per stage on stderr
+    (redrawn in place on a terminal, printed once at the stage's end otherwise)."""
     if sys.stderr.isatty() or done == total:
-        speed = f" {rate:.1f} img/s" if rate else ""
+        speed = f" {rate:.1f}/s" if rate else ""
         print(f"\r{stage}: {done}/{total}{speed}", end="\n" if done == total else "", file=sys.stderr)
 
 
@@ -222,18 +224,18 @@ def _embed(args, group, *, dtype: str = "float32", chunk_size: int = 1024, progr
     from clipcleaner_core.embed_launch import rank_progress_writer
 
     spec = _encoder_spec(args)
-    stage = "embed"
+    label = "{stage}"
     if group is not None:
         spec = dataclasses.replace(spec, device=str(group.device))
-        stage = f"embed rank {group.rank}/{group.world_size}"
+        label = f"{{stage}} rank {group.rank}/{group.world_size}"
         dataset = group.run_everywhere(lambda: _load_data(args), what="loading the dataset")
     else:
         dataset = _load_data(args)
     write_progress = rank_progress_writer(progress_dir, group.rank if group is not None else 0)
 
-    def progress(done: int, total: int, rate: float | None = None) -> None:
-        _stderr_progress(stage, done, total, rate)
-        write_progress(done, total, rate)
+    def progress(stage: str, done: int, total: int, rate: float | None = None) -> None:
+        stderr_progress(label.format(stage=stage), done, total, rate)
+        write_progress(stage, done, total, rate)
 
     embedding = embed_dataset(dataset, spec, batch_size=args.batch_size, dtype=dtype, chunk_size=chunk_size,
                               allow_download=args.allow_download, distributed=group, progress=progress)
@@ -293,7 +295,7 @@ def cmd_run(args) -> int:
         dataset = _load_data(args)
     prompts = load_prompt_set(args.prompts) if args.prompts else None
     prepared = prepare(dataset, _encoder_spec(args), prompts=prompts, scoring=scoring,
-                       progress=_stderr_progress, allow_download=args.allow_download)
+                       progress=stderr_progress, allow_download=args.allow_download)
     for note in prepared.notes:
         print(f"note: {note}", file=sys.stderr)
     result = select_samples(prepared, selection_config)

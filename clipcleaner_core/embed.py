@@ -26,7 +26,6 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -42,6 +41,7 @@ from clipcleaner_core.encoders import (
 )
 from clipcleaner_core.errors import CLIPCleanerError, DataError
 from clipcleaner_core.paths import cache_dir
+from clipcleaner_core.progress import Cancel, Progress
 from clipcleaner_core.weights import resolve_weights
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ FEATURES_NAME = "features.npy"
 VALID_NAME = "valid.npy"
 BAD_FILE_COLUMNS = ("index", "path", "reason")
 DTYPES = ("float32", "float16")
-Progress = Callable[[int, int, float], None]
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,7 +111,7 @@ def embed_dataset(
     num_workers: int | None = None,
     chunk_size: int = 1024,
     progress: Progress | None = None,
-    cancel: Callable[[], bool] | None = None,
+    cancel: Cancel | None = None,
     allow_download: bool = False,
     dtype: str = "float32",
     distributed=None,
@@ -127,7 +126,8 @@ def embed_dataset(
         num_workers: DataLoader worker processes (None: one per CPU core, at most 8; 0 for
             datasets of at most one batch).
         chunk_size: images per resumable chunk file (a resumed run keeps the original size).
-        progress: ``progress(done, total, images_per_s)`` after every batch.
+        progress: ``progress("embed", done, total, images_per_s)`` after every batch
+            (:mod:`clipcleaner_core.progress`).
         cancel: polled after every batch; returning True saves the complete chunks and raises
             :class:`~clipcleaner_core.errors.Cancelled`. Calling again resumes.
         allow_download: permit downloading missing weights.

@@ -23,6 +23,7 @@ from typing import Callable
 
 from clipcleaner_core import atomic
 from clipcleaner_core.errors import Cancelled, CLIPCleanerError
+from clipcleaner_core.progress import Cancel, Progress
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +60,15 @@ def can_launch(dataset, spec) -> bool:
     return bool(dataset.spec) and dataset.kind != "embeddings" and spec.precision == "auto"
 
 
-def rank_progress_writer(folder, rank: int) -> Callable[[int, int, float | None], None]:
-    """``write(done, total, rate)`` keeping ``<folder>/rank<rank>.json`` current (at most every
-    half second, and always at the end); a no-op when ``folder`` is None."""
+def rank_progress_writer(folder, rank: int) -> Progress:
+    """A :data:`~clipcleaner_core.progress.Progress` keeping ``<folder>/rank<rank>.json`` current
+    (at most every half second, and always at the end); a no-op when ``folder`` is None."""
     if folder is None:
-        return lambda done, total, rate=None: None
+        return lambda stage, done, total, rate=None: None
     path = Path(folder) / f"rank{rank}.json"
     last = [0.0]
 
-    def write(done: int, total: int, rate: float | None = None) -> None:
+    def write(stage: str, done: int, total: int, rate: float | None = None) -> None:
         now = time.monotonic()
         if now - last[0] < WRITE_EVERY_S and done < total:
             return
@@ -114,16 +115,16 @@ def embed_on_local_gpus(
     batch_size: int = 64,
     cache_root=None,
     device: str = "cuda",
-    progress: Callable[[int, int, float | None], None] | None = None,
+    progress: Progress | None = None,
     on_ranks: Callable[[list[RankProgress]], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
+    cancel: Cancel | None = None,
 ):
     """Embed ``dataset`` with one ``torchrun`` process per local GPU; returns the EmbeddingSet.
 
     Args:
         nproc: processes (default: every visible GPU).
         device: ``"cuda"`` (one GPU per process) or ``"cpu"`` (gloo; for machines without GPUs).
-        progress: ``progress(done, total, images_per_s)`` summed over the ranks.
+        progress: ``progress("embed", done, total, images_per_s)`` summed over the ranks.
         on_ranks: called with every rank's :class:`RankProgress` at each poll, and once more with
             the final figures when the job succeeded.
         cancel: polled; True stops the whole job (complete chunks are kept) and raises
@@ -168,7 +169,8 @@ def _watch(child, folder, nproc, progress, on_ranks, cancel) -> None:
             on_ranks(ranks)
         if progress is not None:
             rates = [r.rate for r in ranks if r.rate]
-            progress(sum(r.done for r in ranks), sum(r.total for r in ranks), sum(rates) if rates else None)
+            progress("embed", sum(r.done for r in ranks), sum(r.total for r in ranks),
+                     sum(rates) if rates else None)
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=POLL_S)
 

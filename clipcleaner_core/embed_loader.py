@@ -159,7 +159,7 @@ def encode_chunks(dataset, encoder, chunks: Path, pending: list[int], *, chunk_s
                   device_decode: bool | None = None) -> None:
     """Encode the ``pending`` chunks, saving each (marked with ``rank``) as soon as it is complete.
 
-    ``progress(done, n, images_per_s)`` counts every row outside ``pending`` as done.
+    ``progress("embed", done, n, images_per_s)`` counts every row outside ``pending`` as done.
     """
     n = len(dataset)
     n_chunks = -(-n // chunk_size)
@@ -169,7 +169,7 @@ def encode_chunks(dataset, encoder, chunks: Path, pending: list[int], *, chunk_s
     start, encoded = time.perf_counter(), 0
     current, buffer, bad, filled = None, None, {}, 0
     if progress is not None:
-        progress(done, n, 0.0)
+        progress("embed", done, n, None)
     for indices, images, reasons in loader:
         chunk = int(indices[0]) // chunk_size
         if chunk != current:
@@ -186,7 +186,7 @@ def encode_chunks(dataset, encoder, chunks: Path, pending: list[int], *, chunk_s
             _write_chunk(chunks, chunk, buffer, bad, rank)
         encoded += len(features)
         if progress is not None:
-            progress(done + encoded, n, encoded / max(time.perf_counter() - start, 1e-9))
+            progress("embed", done + encoded, n, encoded / max(time.perf_counter() - start, 1e-9))
         if cancel is not None and cancel():
             saved = sum(read_chunk(chunks, c) is not None for c in range(n_chunks))
             del loader

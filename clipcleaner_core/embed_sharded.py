@@ -89,7 +89,7 @@ def _encode_own(dataset, spec, group, plan, options, dtype, progress, cancel, al
     report = _rank_progress(progress, len(dataset), chunk_size, n_chunks, group, pending)
     if not pending:  # more ranks than chunks, or a resumed job whose share is done
         if report is not None:
-            report(len(dataset), len(dataset), None)
+            report("embed", len(dataset), len(dataset), None)
         return 0
     encoder = embed._encoder(spec, allow_download=False)
     embed.encode_pending(dataset, encoder, folder, pending, chunk_size, options, report, cancel,
@@ -98,7 +98,7 @@ def _encode_own(dataset, spec, group, plan, options, dtype, progress, cancel, al
 
 
 def _rank_progress(progress, n, chunk_size, n_chunks, group, pending):
-    """``progress(done, total, rate)`` over this rank's own rows (its share of the chunks)."""
+    """``progress("embed", done, total, rate)`` over this rank's own rows (its share of the chunks)."""
     if progress is None:
         return None
 
@@ -109,8 +109,8 @@ def _rank_progress(progress, n, chunk_size, n_chunks, group, pending):
     already = total - rows(pending)
     outside = n - rows(pending)
 
-    def report(done: int, _n: int, rate: float | None = None) -> None:
-        progress(already + done - outside, total, rate)
+    def report(stage: str, done: int, _n: int, rate: float | None = None) -> None:
+        progress(stage, already + done - outside, total, rate)
 
     return report
 

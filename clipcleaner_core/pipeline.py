@@ -224,13 +224,8 @@ def prepare(
 
 
 def _embed(dataset, encoder_spec, root, progress, cancel, allow_download) -> EmbeddingSet:
-    embed_progress = None
-    if progress is not None:
-        def embed_progress(done: int, total: int, rate: float | None = None) -> None:
-            progress("embed", done, total, rate)
-
     return embed_dataset(
-        dataset, encoder_spec, cache_root=root, progress=embed_progress, cancel=cancel,
+        dataset, encoder_spec, cache_root=root, progress=progress, cancel=cancel,
         allow_download=allow_download,
     )
 

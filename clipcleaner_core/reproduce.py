@@ -23,13 +23,14 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from clipcleaner_core import atomic
 from clipcleaner_core.errors import CLIPCleanerError, DataError
 from clipcleaner_core.presets import PRESET_TABLE, preset_for
+from clipcleaner_core.progress import Cancel, Progress, check_cancel, notify
 from clipcleaner_core.reproduce_report import build_results, imagenet_val_accuracy, results_markdown
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,7 @@ EVALUATION, RESULTS, REPORT = "evaluation.json", "results.json", "results.md"
 # settings that may change between a run and its resumption (they do not change the result)
 RESUME_FREE = ("gpus", "device", "num_workers", "allow_download")
 
-#: progress(stage, message): one line per stage and epoch, for a CLI or a page to show.
-Progress = Callable[[str, str], None]
+STAGES = ("data", "select", "train", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -111,25 +111,45 @@ class ReproduceConfig:
 
 
 def reproduce(config: ReproduceConfig, out: str | os.PathLike, *, cache_root=None,
-              progress: Progress | None = None) -> dict:
-    """Run (or resume) every stage for ``config`` in ``out``; returns the results dict."""
+              progress: Progress | None = None, cancel: Cancel | None = None) -> dict:
+    """Run (or resume) every stage for ``config`` in ``out``; returns the results dict.
+
+    ``progress(stage, done, total, rate)`` (:mod:`clipcleaner_core.progress`) hears the work
+    inside the stages ("embed", "probe", ..., "train", "epoch") and ``"reproduce"`` with the
+    number of the :data:`STAGES` finished; each stage's outcome is logged. ``cancel()`` is
+    polled between stages and inside them, and raises
+    :class:`~clipcleaner_core.errors.Cancelled`; a rerun resumes.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    say = progress or (lambda stage, message: log.info("%s: %s", stage, message))
     _check_settings(out, config)
     preset = PRESET_TABLE[config.preset]
+
+    def finished(stage: str) -> None:
+        notify(progress, "reproduce", STAGES.index(stage) + 1, len(STAGES))
+        check_cancel(cancel, "reproduction")
+
     data = load_train_dataset(config, out)
-    say("data", f"{data.selected.name}: {len(data.selected)} training images, "
-                f"{data.selected.num_classes} classes")
-    selection = _selection_stage(config, out, data, cache_root, say)
+    _say("data", f"{data.selected.name}: {len(data.selected)} training images, "
+                 f"{data.selected.num_classes} classes")
+    finished("data")
+    selection = _selection_stage(config, out, data, cache_root, progress, cancel)
+    finished("select")
     train_config = training_config(config, preset, data.spec, data.noise, out)
-    run = _train_stage(config, out, train_config, cache_root, say)
-    evaluation = _evaluation_stage(config, out, train_config, run, cache_root, say)
+    run = _train_stage(config, out, train_config, cache_root, progress, cancel)
+    finished("train")
+    evaluation = _evaluation_stage(config, out, train_config, run, cache_root)
+    finished("evaluate")
     results = build_results(config, preset, selection, train_config, evaluation)
     atomic.write_json(out / RESULTS, results)
     atomic.write_text(out / REPORT, results_markdown(results))
-    say("done", f"results in {out / REPORT}")
+    _say("done", f"results in {out / REPORT}")
     return results
+
+
+def _say(stage: str, message: str) -> None:
+    """One line of the reproduction's story, in the log (the CLI shows it on stderr)."""
+    log.info("%s: %s", stage, message)
 
 
 # --- stage 0: the dataset as the paper uses it -----------------------------------------------------
@@ -211,7 +231,7 @@ def _check_settings(out: Path, config: ReproduceConfig) -> None:
 
 # --- stage 1: CLIP embeddings and the selection ------------------------------------------------------
 
-def _selection_stage(config, out, data: TrainingData, cache_root, say) -> dict:
+def _selection_stage(config, out, data: TrainingData, cache_root, progress, cancel) -> dict:
     from clipcleaner_core.encoders import EncoderSpec
     from clipcleaner_core.export import export
     from clipcleaner_core.pipeline import prepare, select_samples
@@ -224,12 +244,13 @@ def _selection_stage(config, out, data: TrainingData, cache_root, say) -> dict:
     if info_path.exists() and (out / SELECTION).exists():
         info = json.loads(info_path.read_text(encoding="utf-8"))
         if info.get("key") == key:
-            say("select", f"done before: {info['metrics']['kept']} of {info['metrics']['n']} kept")
+            _say("select", f"done before: {info['metrics']['kept']} of {info['metrics']['n']} kept")
             return info
-    say("embed", f"{config.model} ({config.pretrained}) on {len(dataset)} images")
+    _say("embed", f"{config.model} ({config.pretrained}) on {len(dataset)} images")
     spec = EncoderSpec(model=config.model, pretrained=config.pretrained,
                        device="cpu" if config.device == "cpu" else "auto")
-    prepared = prepare(dataset, spec, cache_root=cache_root, allow_download=config.allow_download)
+    prepared = prepare(dataset, spec, cache_root=cache_root, allow_download=config.allow_download,
+                       progress=progress, cancel=cancel)
     thresholds = SelectionConfig.from_preset(config.preset)
     result = select_samples(prepared, thresholds)
     table = result.table
@@ -244,7 +265,7 @@ def _selection_stage(config, out, data: TrainingData, cache_root, say) -> dict:
     info = {"key": key, "thresholds": dataclasses.asdict(result.config), "metrics": _plain(metrics),
             "notes": list(prepared.notes)}
     atomic.write_json(info_path, info)
-    say("select", f"{metrics['kept']} of {metrics['n']} kept" + (
+    _say("select", f"{metrics['kept']} of {metrics['n']} kept" + (
         f", precision {metrics['precision']:.3f}, recall {metrics['recall']:.3f}" if "precision" in metrics else ""))
     return info
 
@@ -299,31 +320,21 @@ def training_config(config: ReproduceConfig, preset, spec: str, noise: str | Non
     )
 
 
-def _train_stage(config, out, train_config, cache_root, say) -> Path:
+def _train_stage(config, out, train_config, cache_root, progress, cancel) -> Path:
     from clipcleaner_core.train.rundir import RunDir
 
     run_dir = out / TRAIN_DIR
     status = RunDir(run_dir, writer=False).read_status()
     if status.get("state") == "finished" and status.get("epoch") == train_config.epochs:
-        say("train", f"done before: {status['epoch']} epochs")
+        _say("train", f"done before: {status['epoch']} epochs")
         return run_dir
-    say("train", f"{train_config.backbone}, {train_config.epochs} epochs on {config.gpus} process(es)")
+    _say("train", f"{train_config.backbone}, {train_config.epochs} epochs on {config.gpus} process(es)")
     if config.gpus > 1:
         _torchrun(config.gpus, train_config, out, run_dir)
     else:
         from clipcleaner_core.train.trainer import train
 
-        def epoch_done(done: int, total: int, info: dict) -> None:
-            row = info.get("metrics")
-            if row is not None:
-                acc = "n/a" if row["test_acc"] is None else f"{row['test_acc']:.4f}"
-                say("train", f"epoch {info['epoch']}/{info['epochs']}: test accuracy {acc}, "
-                             f"set {row['train_set_size']}, relabelled {row['relabel_count']}")
-
-        result = train(train_config, run_dir=run_dir, cache_root=cache_root, progress=epoch_done)
-        if result.state != "finished":
-            raise CLIPCleanerError(f"training stopped ({result.state}) after {result.epochs_done} epochs; "
-                                   "rerun the same command to resume it")
+        train(train_config, run_dir=run_dir, cache_root=cache_root, progress=progress, cancel=cancel)
     return run_dir
 
 
@@ -341,7 +352,7 @@ def _torchrun(gpus: int, train_config, out: Path, run_dir: Path) -> None:
 
 # --- stage 3: evaluation -----------------------------------------------------------------------------
 
-def _evaluation_stage(config, out, train_config, run_dir, cache_root, say) -> dict:
+def _evaluation_stage(config, out, train_config, run_dir, cache_root) -> dict:
     from clipcleaner_core.train.rundir import RunDir
 
     path = out / EVALUATION
@@ -363,7 +374,7 @@ def _evaluation_stage(config, out, train_config, run_dir, cache_root, say) -> di
                   "final_set_size": metrics[-1].get("train_set_size") if metrics else None,
                   "final_label_precision": metrics[-1].get("label_precision") if metrics else None}
     atomic.write_json(path, evaluation)
-    say("evaluate", ", ".join(f"{k}: {v['best']:.4f}" for k, v in tests.items() if v.get("best") is not None))
+    _say("evaluate", ", ".join(f"{k}: {v['best']:.4f}" for k, v in tests.items() if v.get("best") is not None))
     return evaluation
 
 
@@ -403,7 +414,9 @@ def run_command(args) -> int:
     """Run ``reproduce`` from parsed arguments; prints the results path and table."""
     fields = {f.name for f in dataclasses.fields(ReproduceConfig)}
     config = ReproduceConfig(**{k: v for k, v in vars(args).items() if k in fields})
-    results = reproduce(config, args.out, progress=lambda stage, message: print(f"[{stage}] {message}",
-                                                                               file=sys.stderr))
+    from clipcleaner_core.cli import stderr_progress
+
+    logging.getLogger(__name__).setLevel(logging.INFO)  # each stage's outcome, on stderr
+    results = reproduce(config, args.out, progress=stderr_progress)
     print(results_markdown(results))
     return 0

@@ -134,14 +134,11 @@ def start(dataset, spec: EncoderSpec, batch_size: int, prompts: PromptSet | None
     ranks = st.session_state[RANKS] = {}
 
     def work(progress, cancel):
-        def embed_progress(done, total, rate=None):
-            progress("embed", done, total, rate)
-
         if on_all_gpus:
-            embed_on_local_gpus(dataset, spec, nproc=gpus, batch_size=batch_size, progress=embed_progress,
+            embed_on_local_gpus(dataset, spec, nproc=gpus, batch_size=batch_size, progress=progress,
                                 on_ranks=lambda rows: ranks.update(rows=rows), cancel=cancel)
         else:
-            embed_dataset(dataset, spec, batch_size=batch_size, progress=embed_progress, cancel=cancel)
+            embed_dataset(dataset, spec, batch_size=batch_size, progress=progress, cancel=cancel)
         prepare(dataset, spec, prompts=prompts, scoring=scoring, progress=progress, cancel=cancel)
         return spec, prompts
 

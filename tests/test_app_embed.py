@@ -56,7 +56,7 @@ def test_cancel_stops_the_embedding_and_keeps_the_encoder(at, tmp_path, monkeypa
         for done in range(0, 100_000, 100):
             if cancel():
                 raise Cancelled("embedding cancelled")
-            progress(done, 100_000, 1000.0)
+            progress("embed", done, 100_000, 1000.0)
             time.sleep(0.02)
 
     monkeypatch.setattr(embed, "embed_dataset", slow_embed)

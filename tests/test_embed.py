@@ -110,11 +110,11 @@ def test_cancelled_run_resumes_only_the_remaining_chunks(tmp_path, tiny_spec, co
 
     with pytest.raises(Cancelled, match="1 of 4 chunks"):
         embed_dataset(dataset, tiny_spec, cache_root=tmp_path / "a", chunk_size=10, batch_size=5,
-                      num_workers=0, progress=lambda done, total, rate: seen.append(done),
+                      num_workers=0, progress=lambda stage, done, total, rate: seen.append(done),
                       cancel=cancel_after_first_chunk)
     seen.clear()
     resumed = embed_dataset(dataset, tiny_spec, cache_root=tmp_path / "a", chunk_size=10,
-                            batch_size=5, num_workers=0, progress=lambda d, t, r: seen.append(d))
+                            batch_size=5, num_workers=0, progress=lambda s, d, t, r: seen.append(d))
     assert compute_calls == [[0, 1, 2, 3], [1, 2, 3]] and seen[0] == 10 and seen[-1] == 40
     straight = embed_dataset(dataset, tiny_spec, cache_root=tmp_path / "b", chunk_size=10,
                              batch_size=5, num_workers=0)

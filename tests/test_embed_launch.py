@@ -27,14 +27,14 @@ def dataset(tmp_path, monkeypatch):
 def test_two_processes_report_per_rank_progress_and_give_the_single_process_features(tmp_path, dataset):
     seen, totals = [], []
     result = embed_on_local_gpus(dataset, PIXELS, nproc=2, device="cpu", cache_root=tmp_path / "cache",
-                                 on_ranks=seen.append, progress=lambda d, t, r: totals.append((d, t)))
+                                 on_ranks=seen.append, progress=lambda s, d, t, r: totals.append((s, d, t)))
     assert result.meta["world_size"] == 2
     reference = embed_dataset(dataset, PIXELS, cache_root=tmp_path / "one", num_workers=0)
     assert np.asarray(result.image_features).tobytes() == np.asarray(reference.image_features).tobytes()
     assert all(len(ranks) == 2 for ranks in seen) and seen  # one entry per rank at every poll
     final = seen[-1]
     assert sum(r.total for r in final) == 90 and all(r.done == r.total for r in final)
-    assert all(done <= total for done, total in totals)
+    assert totals and all(stage == "embed" and done <= total for stage, done, total in totals)
 
 
 @pytest.mark.slow  # two launches (~15 s)

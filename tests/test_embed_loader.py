@@ -54,7 +54,7 @@ def test_encode_chunks_writes_only_the_pending_chunks_marked_with_the_rank(tmp_p
     encoder = load_encoder(EncoderSpec(model="pixels"))
     seen = []
     embed_loader.encode_chunks(dataset, encoder, tmp_path, [1, 3], chunk_size=8, batch_size=3,
-                               num_workers=0, rank=1, progress=lambda d, t, r: seen.append((d, t)))
+                               num_workers=0, rank=1, progress=lambda s, d, t, r: seen.append((d, t)))
     written = sorted(p.name for p in tmp_path.glob("*.json"))
     assert written == ["00001.json", "00003.json"]
     assert [embed_loader.chunk_rank(tmp_path, c) for c in (1, 3)] == [1, 1]

@@ -7,7 +7,7 @@ import pytest
 
 import paper_layouts
 from clipcleaner_core import cli, reproduce as reproduce_module
-from clipcleaner_core.errors import CLIPCleanerError, DataError, WeightsUnavailableError
+from clipcleaner_core.errors import Cancelled, CLIPCleanerError, DataError, WeightsUnavailableError
 from clipcleaner_core.presets import PRESET_TABLE
 from clipcleaner_core.reproduce import ReproduceConfig, reproduce
 from clipcleaner_core.testing import make_tiny_clip
@@ -32,8 +32,9 @@ def test_animal10n_end_to_end_then_a_rerun_skips_every_stage(tiny, tmp_path, mon
     out, cache = tmp_path / "run", tmp_path / "cache"
     said = []
     results = reproduce(_config(tiny, "animal10n", root), out, cache_root=cache,
-                        progress=lambda stage, message: said.append(f"{stage}: {message}"))
-    assert any(line.startswith("train: epoch 2/2: test accuracy") for line in said), said
+                        progress=lambda stage, done, total, rate: said.append((stage, done, total)))
+    assert [s for s in said if s[0] == "reproduce"] == [("reproduce", k, 4) for k in (1, 2, 3, 4)]
+    assert ("embed", 30, 30) in said and ("epoch", 2, 2) in said, said
     assert results["preset"] == "animal10n" and results["recipe"]["theta_r2"] == 0.95
     assert results["recipe"]["beta"] == 0.5 and not results["is_paper_recipe"]
     test = results["tests"]["test"]
@@ -79,6 +80,20 @@ def test_a_killed_run_resumes_training_from_its_last_epoch(tiny, tmp_path, monke
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
     assert "resuming" in (out / "train" / "train.log").read_text()
     assert results["tests"]["test"]["ours_last"] == metrics[-1]["test_acc"]
+
+
+def test_cancel_stops_between_stages_and_a_rerun_resumes(tiny, tmp_path, monkeypatch):
+    root = paper_layouts.animal10n(tmp_path / "a")
+    out, cache, seen = tmp_path / "run", tmp_path / "cache", []
+    with pytest.raises(Cancelled, match="reproduction cancelled"):
+        reproduce(_config(tiny, "animal10n", root, epochs=1), out, cache_root=cache,
+                  progress=lambda stage, done, total, rate: seen.append((stage, done)),
+                  cancel=lambda: ("reproduce", 2) in seen)
+    assert (out / "selection.json").exists() and not (out / "train").exists()
+    monkeypatch.setattr("clipcleaner_core.pipeline.prepare",
+                        lambda *a, **k: pytest.fail("the selection was made before the cancel"))
+    results = reproduce(_config(tiny, "animal10n", root, epochs=1), out, cache_root=cache)
+    assert results["tests"]["test"]["n"] == 20
 
 
 def test_other_settings_in_the_same_folder_are_refused(tiny, tmp_path):

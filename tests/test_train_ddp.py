@@ -63,6 +63,7 @@ def test_two_cpu_processes_train_one_run_and_agree(tmp_path):
 
 STOP_SCRIPT = textwrap.dedent("""
     import sys
+    from clipcleaner_core.errors import Cancelled
     from clipcleaner_core.train import TrainConfig, train
     from clipcleaner_core.train.cli import EXIT_CANCELLED, _StopFlag
     from train_helpers import blobs
@@ -70,9 +71,12 @@ STOP_SCRIPT = textwrap.dedent("""
     dataset, features, table = blobs(n=2000)
     stop = _StopFlag()
     stop.install()
-    result = train(TrainConfig(data="blobs", epochs=100000, device="cpu"), run_dir=sys.argv[1],
-                   dataset=dataset, features=features, selection=table, cancel=stop)
-    sys.exit(0 if result.state == "finished" else EXIT_CANCELLED)
+    try:
+        train(TrainConfig(data="blobs", epochs=100000, device="cpu"), run_dir=sys.argv[1],
+              dataset=dataset, features=features, selection=table, cancel=stop)
+    except Cancelled:
+        sys.exit(EXIT_CANCELLED)
+    sys.exit(0)
 """)
 
 

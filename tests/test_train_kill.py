@@ -80,8 +80,8 @@ def test_a_full_disk_during_training_stops_with_one_message_and_resumes(tmp_path
         total, used, free = real_usage(path)
         return shutil._ntuple_diskusage(total, used, 0 if full else free)
 
-    def progress(done, total, info):
-        if info.get("metrics") and info["epoch"] == 1:
+    def progress(stage, done, total, rate):
+        if stage == "epoch" and done == 1:
             full.append(True)  # the disk fills up during epoch 2
 
     monkeypatch.setattr(storage.shutil, "disk_usage", usage)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clipcleaner_core.errors import CLIPCleanerError
+from clipcleaner_core.errors import Cancelled, CLIPCleanerError
 from clipcleaner_core.train import RunDir, TrainConfig, train
 from clipcleaner_core.train.rundir import METRIC_KEYS
 
@@ -59,16 +59,20 @@ def test_stopped_run_resumes_to_the_same_result_as_a_straight_run(tmp_path):
     seen = []
 
     def stop_after_two_epochs():
-        return len(seen) >= 2
+        return ("epoch", 2, 4) in seen
 
-    def progress(done, total, info):
-        if info.get("metrics"):
-            seen.append(info["metrics"])
+    def progress(stage, done, total, rate):
+        seen.append((stage, done, total))
 
-    stopped = train(config, run_dir=tmp_path / "resumed", dataset=dataset, features=features,
-                    selection=table, progress=progress, cancel=stop_after_two_epochs)
-    assert stopped.state == "cancelled" and stopped.epochs_done == 2
+    with pytest.raises(Cancelled, match="after epoch 2 of 4; run the same command again"):
+        train(config, run_dir=tmp_path / "resumed", dataset=dataset, features=features,
+              selection=table, progress=progress, cancel=stop_after_two_epochs)
     assert RunDir(tmp_path / "resumed").read_status()["state"] == "cancelled"
+    assert RunDir(tmp_path / "resumed").read_status()["epoch"] == 2
+    assert [done for stage, done, total in seen if stage == "epoch"] == [1, 2]
+    steps = [(done, total) for stage, done, total in seen if stage == "train"]
+    assert [d for d, _ in steps] == sorted(d for d, _ in steps)  # done never decreases
+    assert steps[-1][0] * 2 == steps[-1][1]  # stopped after two of four epochs: half the steps
     resumed = train(config, run_dir=tmp_path / "resumed", dataset=dataset, features=features,
                     selection=table)
     assert resumed.resumed_from_epoch == 2 and resumed.state == "finished"

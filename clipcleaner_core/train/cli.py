@@ -145,16 +145,25 @@ def run(args: argparse.Namespace) -> int:
     """Run the train command; returns the exit status."""
     from clipcleaner_core.train.trainer import train
 
+    from clipcleaner_core.cli import stderr_progress
+    from clipcleaner_core.errors import Cancelled
+
     config = config_from_args(args)
     stop = _StopFlag()
     stop.install()
-    result = train(config, run_dir=getattr(args, "out", None), cancel=stop)
+    try:
+        result = train(config, run_dir=getattr(args, "out", None),
+                       progress=stderr_progress if _is_rank0() else None, cancel=stop)
+    except Cancelled as exc:
+        if _is_rank0():
+            print(f"cancelled: {exc}", file=sys.stderr)
+        return EXIT_CANCELLED
     summary = {"run_dir": str(result.run_dir), "state": result.state, "epochs": result.epochs_done,
                "best_test_acc": result.best_test_acc, "final_test_acc": result.final_test_acc,
                "test_labels": result.test_labels}
     if _is_rank0():
         print(json.dumps(summary, indent=2))
-    return 0 if result.state == "finished" else EXIT_CANCELLED
+    return 0
 
 
 def _is_rank0() -> bool:

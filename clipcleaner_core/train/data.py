@@ -19,6 +19,7 @@ import pandas as pd
 from clipcleaner_core.data.paper import PAPER_FORMATS
 from clipcleaner_core.data.match import align_table
 from clipcleaner_core.errors import DataError
+from clipcleaner_core.progress import Progress
 from clipcleaner_core.train.config import HEAD_BACKBONES, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -76,12 +77,13 @@ def load_train_data(
     features: np.ndarray | None = None,
     selection: pd.DataFrame | None = None,
     cache_root: str | Path | None = None,
-    progress=None,
+    progress: Progress | None = None,
 ) -> TrainData:
     """Build the training rows, start set and test split for ``config`` (see module doc).
 
     ``features`` (N, D) are per-dataset-row features for the heads (else embedded with
     ``config.model``); ``selection`` is a score table (else ``config.selection`` or the defaults).
+    ``progress(stage, done, total, rate)`` hears the embedding and the default selection.
     """
     if dataset is None:
         from clipcleaner_core.data import load_dataset
@@ -214,8 +216,7 @@ def _default_selection(config, dataset, cache_root, progress):
     from clipcleaner_core.selection import SelectionConfig
 
     values = _selection_values(config)
-    prepared = prepare(dataset, _encoder_spec(config), cache_root=cache_root,
-                       progress=_stage_progress(progress))
+    prepared = prepare(dataset, _encoder_spec(config), cache_root=cache_root, progress=progress)
     result = select_samples(prepared, SelectionConfig(**values))
     clean, final, valid = selection_from_table(result.table, dataset)
     return clean, final, valid, prepared.embedding
@@ -276,19 +277,10 @@ def _encoder_spec(config):
                        device="cpu" if config.device == "cpu" else "auto")
 
 
-def _stage_progress(progress):
-    if progress is None:
-        return None
-    return lambda stage, done, total, rate=None: progress(done, total, {"stage": stage})
-
-
 def _embed(config, dataset, cache_root, progress):
     from clipcleaner_core.embed import embed_dataset
 
-    callback = None
-    if progress is not None:
-        callback = lambda done, total, rate=None: progress(done, total, {"stage": "embed"})  # noqa: E731
-    return embed_dataset(dataset, _encoder_spec(config), cache_root=cache_root, progress=callback)
+    return embed_dataset(dataset, _encoder_spec(config), cache_root=cache_root, progress=progress)
 
 
 def _inputs(dataset, features):

@@ -13,14 +13,14 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from clipcleaner_core import atomic
-from clipcleaner_core.errors import CLIPCleanerError
+from clipcleaner_core.errors import Cancelled, CLIPCleanerError
+from clipcleaner_core.progress import Cancel, Progress, RateMeter, notify
 from clipcleaner_core.train.config import TrainConfig, resolve_config, resume_key
 from clipcleaner_core.train.data import TrainData, load_train_data
 from clipcleaner_core.train.distributed import Distributed
@@ -31,15 +31,13 @@ from clipcleaner_core.train.rundir import BEST, LAST, RunDir, cpu_state_dict
 
 log = logging.getLogger(__name__)
 
-#: progress(done_steps, total_steps, info): info has "epoch", "epochs" and, at an epoch's end, "metrics".
-Progress = Callable[[int, int, dict], None]
 EVAL_BATCH = 512
 HEARTBEAT_S = 5.0
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a run ended with. ``state`` is "finished" or "cancelled"; accuracies are in [0, 1]."""
+    """What a finished run ended with (a cancelled one raises instead); accuracies are in [0, 1]."""
 
     run_dir: Path
     state: str
@@ -79,7 +77,7 @@ def train(
     selection=None,
     cache_root: str | Path | None = None,
     progress: Progress | None = None,
-    cancel: Callable[[], bool] | None = None,
+    cancel: Cancel | None = None,
 ) -> RunResult:
     """Train ``config.backbone`` on the cleaned set and write the run folder.
 
@@ -93,9 +91,19 @@ def train(
             ``config.model``, cached).
         selection: a score table DataFrame (index, is_clean, final_label); default:
             ``config.selection`` or the default thresholds.
-        progress: called as ``progress(done_steps, total_steps, info)``.
-        cancel: polled between batches; True stops the run after saving nothing partial
-            (the last finished epoch stays the resume point) and returns state "cancelled".
+        progress: ``progress(stage, done, total, rate)`` (:mod:`clipcleaner_core.progress`):
+            the preparation's stages ("embed", "probe", ...), then ``"train"`` in SGD steps of
+            the whole run and ``"epoch"`` in finished epochs; the epoch's metrics are in the log
+            and ``metrics.jsonl``.
+        cancel: polled between batches; True stops the run, marks ``status.json`` "cancelled"
+            (the last finished epoch stays the resume point) and raises
+            :class:`~clipcleaner_core.errors.Cancelled`.
+
+    Returns:
+        :class:`RunResult` of the finished run.
+
+    Raises:
+        Cancelled: when ``cancel()`` returned True; running the same call again resumes.
     """
     ctx = Distributed.setup(config.device)
     early = RunDir(run_dir, writer=ctx.is_main) if run_dir is not None else None
@@ -103,7 +111,8 @@ def train(
         try:
             if early is not None:  # the UI sees the run while it embeds and selects
                 early.write_status("running", epoch=0, epochs=config.epochs or 0, stage="preparing")
-            dataset, config, data = _prepare(ctx, config, dataset, features, selection, cache_root)
+            dataset, config, data = _prepare(ctx, config, dataset, features, selection, cache_root,
+                                             progress)
         except BaseException as exc:
             if early is not None:
                 _record_failure(early, exc, epoch=0, epochs=config.epochs or 0)
@@ -127,7 +136,7 @@ def train(
         ctx.close()
 
 
-def _prepare(ctx, config, dataset, features, selection, cache_root):
+def _prepare(ctx, config, dataset, features, selection, cache_root, progress):
     """(dataset, resolved config, TrainData): load, add noise, resolve, select."""
     if dataset is None:
         from clipcleaner_core.data import load_dataset
@@ -135,7 +144,8 @@ def _prepare(ctx, config, dataset, features, selection, cache_root):
         dataset = load_dataset(config.data)
     dataset = _with_noise(dataset, config.noise)
     config = resolve_config(config, dataset_kind=dataset.kind)
-    return dataset, config, _load_in_rank_order(ctx, config, dataset, features, selection, cache_root)
+    return dataset, config, _load_in_rank_order(ctx, config, dataset, features, selection, cache_root,
+                                                progress)
 
 
 def _with_noise(dataset, noise: str | None):
@@ -148,12 +158,12 @@ def _with_noise(dataset, noise: str | None):
     return dataset if spec is None else apply_noise(dataset, spec)
 
 
-def _load_in_rank_order(ctx, config, dataset, features, selection, cache_root) -> TrainData:
+def _load_in_rank_order(ctx, config, dataset, features, selection, cache_root, progress) -> TrainData:
     """Rank 0 embeds and selects first (filling the cache); the other ranks then read the cache."""
     if not ctx.is_main:
         ctx.barrier()
     data = load_train_data(config, dataset=dataset, features=features, selection=selection,
-                           cache_root=cache_root)
+                           cache_root=cache_root, progress=progress if ctx.is_main else None)
     if ctx.is_main:
         ctx.barrier()
     return data
@@ -193,26 +203,43 @@ def _run(ctx, config, data, run, progress, cancel) -> RunResult:
     log.info("training %s (%s) on %d rows, S0 %d, test %d (%s labels), %d epochs x %d steps",
              config.backbone, config.mode, len(data.given_labels), int(data.s0_mask.sum()),
              len(data.test_labels), data.test_labels_kind, config.epochs, steps)
-    state_name = "finished"
     run.write_status("running", epoch=state.epoch, epochs=config.epochs)
+    report = _step_reporter(progress if ctx.is_main else None, state.epoch * steps, config.epochs * steps)
     try:
         while state.epoch < config.epochs:
             started = time.time()
             loss = _train_epoch(ctx, config, ddp_model, optimizer, scaler, state, train_batches,
-                                steps, run, progress, cancel, use_amp, data.num_classes)
+                                steps, run, report, cancel, use_amp, data.num_classes)
             if loss is None:
-                state_name = "cancelled"
-                break
+                _finish(run, config, data, state, metrics, "cancelled", resumed_from)
+                raise Cancelled(f"training cancelled after epoch {state.epoch} of {config.epochs}; "
+                                f"run the same command again to resume {run.path} from there")
             row = _end_epoch(ctx, config, model, data, state, eval_train, eval_test, loss, started)
             metrics.append(row)
             _save_epoch(run, config, model, optimizer, scaler, state, metrics, row)
-            if progress is not None:
-                progress(state.epoch * steps, config.epochs * steps,
-                         {"epoch": state.epoch, "epochs": config.epochs, "metrics": row})
+            if report is not None:
+                report(state.epoch * steps)
+                notify(progress, "epoch", state.epoch, config.epochs)
+    except Cancelled:
+        raise
     except BaseException as exc:
         _record_failure(run, exc, epoch=state.epoch, epochs=config.epochs)
         raise
-    return _finish(run, config, data, state, metrics, state_name, resumed_from)
+    return _finish(run, config, data, state, metrics, "finished", resumed_from)
+
+
+def _step_reporter(progress: Progress | None, first: int, total: int):
+    """``report(done_steps)`` calling ``progress("train", done, total, steps_per_s)``; None when
+    there is no one to tell (no callback, or not rank 0)."""
+    if progress is None:
+        return None
+    meter = RateMeter()
+
+    def report(done: int) -> None:
+        progress("train", done, total, meter.rate(done - first))
+
+    report(first)
+    return report
 
 
 def _record_failure(run, exc: BaseException, *, epoch: int, epochs: int) -> None:
@@ -233,7 +260,7 @@ def _finish(run, config, data, state, metrics, state_name, resumed_from) -> RunR
                      config, data.test_labels_kind, resumed_from)
 
 
-def _train_epoch(ctx, config, model, optimizer, scaler, state, batches_of, steps, run, progress,
+def _train_epoch(ctx, config, model, optimizer, scaler, state, batches_of, steps, run, report,
                  cancel, use_amp, num_classes) -> float | None:
     """One epoch of balanced, mixed-up SGD; returns the mean loss, or None when cancelled."""
     epoch = state.epoch
@@ -261,9 +288,8 @@ def _train_epoch(ctx, config, model, optimizer, scaler, state, batches_of, steps
                 run.write_status("running", epoch=epoch, epochs=config.epochs, step=step + 1, steps=steps)
             except OSError as exc:
                 log.warning("could not update %s: %s", run.path / "status.json", exc)
-            if progress is not None:
-                progress(epoch * steps + step + 1, config.epochs * steps,
-                         {"epoch": epoch + 1, "epochs": config.epochs, "metrics": None})
+            if report is not None:
+                report(epoch * steps + step + 1)
     ctx.sum_(total)
     return float(total[0] / max(total[1], 1.0))
 
