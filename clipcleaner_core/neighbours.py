@@ -11,7 +11,12 @@ features; "higher = more likely the given label is correct" unless said otherwis
 - :class:`KnnGraph`: ``indices`` (N, k) int32, each sample's k nearest *other* samples, nearest
   first; ``similarities`` (N, k) float32, their cosine similarities.
 - :func:`knn_agreement`: (N,) float64 in [0, 1], higher = more likely correct: the
-  similarity-weighted share of the k neighbours that carry the sample's given label.
+  similarity-weighted share of the k neighbours that carry the sample's given label (each
+  neighbour's vote optionally weighted by a trust in its own label).
+- :func:`trusted_knn_agreement`: (N,) float64 in [0, 1], higher = more likely correct: the same
+  vote where a neighbour counts by its similarity and by how much the evidence trusts its label
+  (the paper's scores and its own neighbour vote), propagated over the graph to a fixed point.
+  This is the ``knn_agreement`` of a fit.
 - :func:`lemon_distance`: (N,) float64 >= 0, LOWER = more likely correct (a distance, LEMoN-style);
   the score table carries its per-class min-max normalisation ``lemon_score`` (higher = cleaner).
 - :func:`outlier_scores`: ``(score, z)``: (N,) mean cosine distance to the k neighbours in
@@ -35,7 +40,8 @@ from .knn_index import (
 
 __all__ = [  # the index's names too: one entry point for the neighbour features
     "EXACT_MAX_ROWS", "METHODS", "KnnGraph", "NeighbourIndex", "index_key", "knn_graph",
-    "neighbour_index", "neighbour_weights", "knn_agreement", "class_text_centroids",
+    "neighbour_index", "neighbour_weights", "knn_agreement", "trusted_knn_agreement",
+    "class_text_centroids",
     "lemon_distance", "outlier_scores", "max_text_similarity", "Duplicates", "find_duplicates",
     "rank_by_query",
 ]
@@ -45,6 +51,9 @@ KNN_TEMPERATURE = 0.07
 #: LEMoN-style distance = d(image, label text) + BETA * s_n + GAMMA * s_m (LEMoN's form; fixed here)
 LEMON_BETA = 1.0
 LEMON_GAMMA = 1.0
+#: trusted kNN agreement: rounds of trust propagation at most, and the change that ends them early
+TRUST_ROUNDS = 10
+TRUST_TOLERANCE = 1e-4
 
 
 # ---- scores ----------------------------------------------------------------------------------
@@ -58,16 +67,55 @@ def neighbour_weights(graph: KnnGraph, *, temperature: float = KNN_TEMPERATURE) 
 
 
 def knn_agreement(graph: KnnGraph, labels: np.ndarray, *,
-                  temperature: float = KNN_TEMPERATURE) -> np.ndarray:
+                  temperature: float = KNN_TEMPERATURE, trust: np.ndarray | None = None
+                  ) -> np.ndarray:
     """(N,) float64 in [0, 1], higher = more likely correct: the similarity-weighted share of a
-    sample's k neighbours whose given label equals its own (SimiFeat-style voting). 1.0 when the
-    graph has no neighbours (a single sample)."""
+    sample's k neighbours whose given label equals its own (SimiFeat-style voting). With ``trust``
+    (N,) in [0, 1] neighbour j's vote is also weighted by ``trust[j]`` (how much its own label is
+    believed); a sample whose neighbours all have zero trust falls back to the plain vote. 1.0
+    when the graph has no neighbours (a single sample)."""
     labels = _check_graph_labels(graph, labels)
     if graph.k == 0:
         return np.ones(labels.size)
     weights = neighbour_weights(graph, temperature=temperature)
     same = labels[graph.indices] == labels[:, None]
-    return (weights * same).sum(axis=1) / weights.sum(axis=1)
+    plain = (weights * same).sum(axis=1) / weights.sum(axis=1)
+    if trust is None:
+        return plain
+    trusted = weights * np.asarray(trust, dtype=np.float64)[graph.indices]
+    total = trusted.sum(axis=1)
+    voted = (trusted * same).sum(axis=1) / np.where(total > 0, total, 1.0)
+    return np.where(total > 0, voted, plain)
+
+
+def trusted_knn_agreement(graph: KnnGraph, labels: np.ndarray, evidence: np.ndarray, *,
+                          temperature: float = KNN_TEMPERATURE, rounds: int = TRUST_ROUNDS,
+                          tolerance: float = TRUST_TOLERANCE) -> np.ndarray:
+    """(N,) float64 in [0, 1], higher = more likely correct: the kNN label agreement where each
+    neighbour's vote counts by its similarity and by the trust in its own label.
+
+    ``evidence`` (N,) in [0, 1], higher = more likely correct, is what the other scores say about
+    each sample alone (the fit passes the mean of the paper's four scores: its ``label_score``
+    with every score on). A sample's trust is the mean of its evidence and its own trusted vote,
+    so the trust propagates over the graph (label propagation, as SimiFeat's repeated voting):
+    starting from ``trust = evidence``, the vote and the trust are recomputed until the trust
+    moves by less than ``tolerance`` (at most ``rounds`` rounds). A flipped label inside a
+    cluster loses twice: its neighbours carry another label, and those neighbours are trusted;
+    a mislabelled neighbour, distrusted by the evidence, barely votes.
+    """
+    labels = _check_graph_labels(graph, labels)
+    evidence = np.asarray(evidence, dtype=np.float64).ravel()
+    if evidence.size != labels.size or not np.all((evidence >= 0) & (evidence <= 1)):
+        raise DataError(f"evidence must hold {labels.size} values in [0, 1] (one per sample).")
+    trust = evidence
+    vote = knn_agreement(graph, labels, temperature=temperature, trust=trust)
+    for _ in range(max(0, int(rounds) - 1)):
+        updated = 0.5 * (evidence + vote)
+        if np.max(np.abs(updated - trust), initial=0.0) < tolerance:
+            break
+        trust = updated
+        vote = knn_agreement(graph, labels, temperature=temperature, trust=trust)
+    return vote
 
 
 def class_text_centroids(text_features: np.ndarray, text_labels: np.ndarray, *,

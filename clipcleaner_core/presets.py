@@ -72,9 +72,11 @@ PRESETS: dict[str, dict] = {
 }
 """Selection settings per preset: ``{"theta_gmm": 0.5, "theta_cons": 0.8, "use_knn_agreement":
 False, "use_lemon": False}`` for the paper's datasets; ``"paper + neighbours"`` turns the
-neighbour scores on (``theta_knn`` their threshold) and keeps a sample that passes at least half
-of the enabled scores (``combine="majority"``: with the neighbours in, an intersection loses more
-clean samples than noisy ones; see benchmarks/bench_neighbours.py)."""
+neighbour scores on (the trusted kNN vote with ``theta_knn`` its threshold, and LEMoN where text
+features exist) and keeps a sample that passes at least half of the enabled scores
+(``combine="majority"``: with the neighbours in, an intersection loses more clean samples than
+noisy ones; see benchmarks/bench_neighbours.py). Its ``label_score`` is the mean of all enabled
+scores: the paper's evidence about the sample plus its neighbours' evidence."""
 
 TRAIN_PRESETS: dict[str, dict] = {name: {k: asdict(p)[k] for k in _TRAIN_KEYS} for name, p in PRESET_TABLE.items()}
 """MixFix schedule per preset: beta, theta_r, theta_r2, epochs, milestones, lr, batch, and the

@@ -53,7 +53,12 @@ SCORES: tuple[Score, ...] = (
     Score("lr_loss", "lr", "loss", "lr_loss_score", "lr_clean_prob", "theta_gmm", "probe loss"),
     Score("lr_consistency", "lr", "consistency", "lr_consistency", "lr_consistency", "theta_cons",
           "probe consistency"),
-    # beyond the paper (clipcleaner_core/neighbours.py): off by default and in the paper presets
+    # beyond the paper (clipcleaner_core/neighbours.py): off by default and in the paper presets.
+    # knn_agreement is the trusted kNN vote: neighbours count by similarity and by the trust in
+    # their own labels (their paper scores, propagated over the graph). With neighbour scores on,
+    # label_score is still the mean of the enabled scores, so it adds the neighbours' evidence to
+    # the paper's scores of the sample (in "paper + neighbours": probe and zero-shot clean
+    # probabilities and consistencies, the kNN vote and the LEMoN clean probability).
     Score("knn_agreement", "nb", "consistency", "knn_agreement", "knn_agreement", "theta_knn",
           "kNN label agreement"),
     Score("lemon", "nb", "loss", "lemon_score", "lemon_clean_prob", "theta_gmm",

@@ -17,9 +17,12 @@ Score contracts (N = samples, K = classes; "higher = more likely the given label
   2-component Gaussian mixture fitted to the loss scores of each given class (``gmm.py``);
   1.0 for classes with fewer than 2 samples.
 - neighbour evidence (``config.neighbours`` = k > 0; beyond the paper, see ``neighbours.py``):
-  ``knn_agreement`` (N,) in [0, 1]; ``lemon_score`` (N,) in [0, 1] (a loss-kind score: the
-  LEMoN-style distance negated and min-max normalised within each class, with its mixture
-  posterior ``lemon_clean_prob``; needs zero-shot text features); ``outlier_score`` (N,) in
+  ``knn_agreement`` (N,) in [0, 1], the trusted kNN vote (``neighbours.trusted_knn_agreement``:
+  neighbours count by similarity and by the trust in their own labels, which starts from the
+  mean of the paper's scores of that neighbour and propagates over the graph); ``lemon_score``
+  (N,) in [0, 1] (a loss-kind score: the LEMoN-style distance negated and min-max normalised
+  within each class, with its mixture posterior ``lemon_clean_prob``; needs zero-shot text
+  features); ``outlier_score`` (N,) in
   [0, 2] and ``outlier_z`` (N,); the kNN graph ``knn_indices`` / ``knn_similarities`` (N, k).
 """
 from __future__ import annotations
@@ -37,8 +40,8 @@ from scipy.special import log_softmax
 from . import atomic
 from .errors import ConfigError, DataError
 from .gmm import ClassMixtures, fit_mixtures, mixture_posterior
-from .neighbours import KnnGraph, class_text_centroids, knn_agreement, knn_graph, lemon_distance, \
-    max_text_similarity, outlier_scores
+from .neighbours import KnnGraph, class_text_centroids, knn_graph, lemon_distance, \
+    max_text_similarity, outlier_scores, trusted_knn_agreement
 from .probe import PROBE_MODES, fit_probe_predictor
 from .progress import Progress, RateMeter, check_cancel, notify
 from .validation import check_labels
@@ -46,8 +49,8 @@ from .validation import check_labels
 log = logging.getLogger(__name__)
 
 # 2: the per-class mixtures are stored; 3: probe at the whitened tolerance; 4: per-sample vectors
-# and a top-k instead of the (N, K) matrices; 5: neighbour evidence
-FIT_FORMAT_VERSION = 5
+# and a top-k instead of the (N, K) matrices; 5: neighbour evidence; 6: the trusted kNN vote
+FIT_FORMAT_VERSION = 6
 TOP_K = 5
 #: bytes of float64 work per row chunk: rows = CHUNK_BYTES // (8 * max(K, prompts)), at least 256
 CHUNK_BYTES = 64 * 2**20
@@ -58,6 +61,8 @@ _ARRAYS = (
     "lemon_score", "lemon_clean_prob", "outlier_score", "outlier_z",
 )
 _MIXTURE_PREFIXES = ("zs", "lr", "lemon")
+#: the paper's per-sample scores the trusted kNN vote starts from (the gates of DESIGN §2 step 7)
+_PAPER_GATES = ("zs_clean_prob", "zs_consistency", "lr_clean_prob", "lr_consistency")
 #: k of the neighbour evidence computed by default where it is cheap (ScoringConfig.neighbours None)
 AUTO_NEIGHBOURS = 10
 
@@ -348,8 +353,11 @@ def _neighbour_parts(features, labels, num_classes, config, knn, parts, text_fea
         centroids = class_text_centroids(text_features, text_labels, num_classes=num_classes)
         text_max = max_text_similarity(features, centroids)
     outlier_score, outlier_z = outlier_scores(graph, text_max)
+    # what the paper's scores say of each sample alone: its label_score with every score on
+    evidence = np.mean([parts[name] for name in _PAPER_GATES if name in parts], axis=0)
     out = {"knn_indices": graph.indices, "knn_similarities": graph.similarities,
-           "knn_agreement": knn_agreement(graph, labels), "outlier_score": outlier_score,
+           "knn_agreement": trusted_knn_agreement(graph, labels, evidence),
+           "outlier_score": outlier_score,
            "outlier_z": outlier_z}
     if centroids is not None:
         distance = lemon_distance(features, graph, labels, centroids)

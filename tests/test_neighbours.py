@@ -106,6 +106,35 @@ def test_knn_agreement_flags_a_flipped_label_inside_a_tight_cluster():
     assert selection.flagged_by["knn_agreement"].sum() == 1
 
 
+def test_trusted_vote_discounts_the_neighbours_the_evidence_distrusts():
+    """Pairwise noise (40 % of class 0 labelled 1): the plain vote of a flipped sample's cluster is
+    only 60 / 40; weighting each neighbour by the trust in its own label separates them."""
+    features, labels, _ = clusters(600, k=6, seed=21)
+    rng = np.random.default_rng(3)
+    noisy = labels.copy()
+    flipped = rng.choice(np.flatnonzero(labels == 0), size=40, replace=False)
+    noisy[flipped] = 1
+    evidence = np.where(noisy == labels, 0.8, 0.3)  # what the per-sample scores believe
+    graph = neighbours.knn_graph(features, k=10)
+    plain = neighbours.knn_agreement(graph, noisy)
+    trusted = neighbours.trusted_knn_agreement(graph, noisy, evidence)
+    from sklearn.metrics import roc_auc_score
+
+    cluster = labels == 0  # its flipped members against its correctly labelled ones
+    wrong = (noisy != labels)[cluster]
+    assert roc_auc_score(wrong, -plain[cluster]) < 0.7  # the plain vote barely separates them
+    assert roc_auc_score(wrong, -trusted[cluster]) > 0.98
+    assert trusted[flipped].mean() < plain[flipped].mean()
+    assert ((trusted >= 0) & (trusted <= 1)).all()
+    # the fit's kNN agreement is this vote, started from the paper's scores of each sample
+    fit = fit_scores(features, noisy, num_classes=6, config=ScoringConfig(zeroshot=False))
+    paper = np.mean([fit.lr_clean_prob, fit.lr_consistency], axis=0)
+    np.testing.assert_allclose(fit.knn_agreement,
+                               neighbours.trusted_knn_agreement(fit.knn, noisy, paper))
+    with pytest.raises(DataError, match="in \\[0, 1\\]"):
+        neighbours.trusted_knn_agreement(graph, noisy, evidence * 2)
+
+
 def test_lemon_scores_the_flipped_label_lowest_in_its_given_class():
     features, labels, centres = clusters(600, seed=6)
     noisy = labels.copy()
