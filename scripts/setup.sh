@@ -16,6 +16,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# numba compiles umap-learn's code when it is first used and keeps part of it in its on-disk cache:
+# fill that cache here, once per install, rather than in the first map a user asks for
+warm=.venv/.numba-cache.sha
+if [ "$(cat "$warm" 2>/dev/null)" != "$want" ]; then
+  if .venv/bin/python -c "from clipcleaner_core.projection import warm_numba_cache; warm_numba_cache()"; then
+    echo "$want" > "$warm"
+  else
+    echo "setup: could not warm numba's cache; the first map will compile its code itself" >&2
+  fi
+fi
+
 if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \

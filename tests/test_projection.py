@@ -103,18 +103,52 @@ def test_weighted_positions_match_inverse_distance_weights():
     assert np.allclose(placed[1], [0.0, 8.0])  # on a sample point: exactly there
 
 
-@pytest.mark.slow
-def test_approximate_placement_agrees_with_exact_placement(monkeypatch):
-    """Samples of 4,096+ points are searched with pynndescent (compiling it takes minutes cold)."""
+def test_approximate_placement_agrees_with_exact_placement():
+    """Samples of 4,096+ points are searched with faiss's inverted-file index; the reference is
+    scikit-learn's exact search."""
+    from sklearn.neighbors import NearestNeighbors
+
     features, _ = clustered_features(n=6000, d=16, k=20, seed=2)
     sample = projection._sample_rows(6000, 4500, 0)
     fitted = features[sample][:, :2] * 10
     params = {"place_neighbors": 10, "n_neighbors": 15, "seed": 0}
     approximate = projection._place(features, sample, fitted, params, None, None)
-    monkeypatch.setattr(projection, "EXACT_BELOW", 10**9)
-    exact = projection._place(features, sample, fitted, params, None, None)
+    rest = np.setdiff1d(np.arange(6000), sample)
+    distances, neighbours = NearestNeighbors(n_neighbors=10).fit(features[sample]).kneighbors(features[rest])
+    exact = approximate.copy()
+    exact[rest] = projection._weighted_positions(fitted, neighbours, distances)
     gap = np.linalg.norm(approximate - exact, axis=1)
     assert np.median(gap) < 0.01 * np.ptp(exact, axis=0).max() and np.array_equal(approximate[sample], fitted)
+    assert np.mean(gap[rest] < 1e-4) > 0.5  # most rows found exactly the same neighbours
+
+
+def test_knn_graph_matches_scikit_learn_exact_neighbours():
+    from sklearn.neighbors import NearestNeighbors
+
+    features, _ = clustered_features(n=800, d=12, k=5, seed=3)
+    features[10] = features[11]  # a duplicate row: each still lists itself first, at distance 0
+    neighbours, distances = projection._knn_graph(features, 15)
+    ref_distances, ref_neighbours = NearestNeighbors(n_neighbors=15).fit(features).kneighbors(features)
+    assert neighbours.shape == distances.shape == (800, 15) and distances.dtype == np.float32
+    assert np.array_equal(neighbours[:, 0], np.arange(800)) and np.all(distances[:, 0] == 0)
+    assert np.allclose(distances, ref_distances, atol=1e-3)
+    assert np.mean(neighbours[:, 1:] == ref_neighbours[:, 1:]) > 0.99  # ties may swap places
+    assert np.all(np.diff(distances, axis=1) >= 0)
+
+
+def test_umap_gets_the_exact_knn_graph_and_builds_no_search_index(tmp_path, monkeypatch):
+    """umap-learn's own kNN (pynndescent; minutes of numba compilation cold) is never used."""
+    import umap.umap_
+
+    class Refused:
+        def __init__(self, *args, **kwargs):
+            pytest.fail("umap-learn built its own nearest-neighbour index")
+
+    monkeypatch.setattr(umap.umap_, "nearest_neighbors", Refused)
+    monkeypatch.setattr(umap.umap_, "NNDescent", Refused)
+    features, labels = clustered_features(n=150, d=16, k=3, seed=4)
+    coords = compute_umap(features, cache_key="k", cache_root=tmp_path, pca_dims=8)
+    assert coords.shape == (150, 2) and nearest_label_agreement(coords, labels) > 0.95
 
 
 def test_second_call_loads_from_disk_without_recomputing(umap_run, monkeypatch):
