@@ -1,5 +1,4 @@
 """Train: launch a run on the reviewed selection, watch it learn, compare it with earlier runs."""
-import json
 import sys
 import time
 
@@ -9,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from clipcleaner_core.atomic import write_json
+from clipcleaner_core.atomic import write_text
 from clipcleaner_core.export import export
 from clipcleaner_core.jobs import JobRunner
 from clipcleaner_core.train.config import BACKBONES, TRAIN_PRESETS, TrainConfig, default_preset, resolve_config
@@ -22,22 +21,26 @@ MODES = {
     "clean": "CLIPCleaner set only",
     "all": "All given labels (baseline)",
 }
-MODE_FLAGS = {"mixfix": "--mixfix", "clean": "--no-mixfix", "all": "--all-labels"}
 BACKBONE_HELP = ("linear / mlp: a head on the cached embeddings (seconds on a CPU); preact_resnet18: "
                  "the paper's network for 32 px images; resnet18 / resnet50: torchvision, for large images")
 JOB_KEY = "train_job_id"
 
 
-@st.cache_resource(show_spinner=False)
 def runner() -> JobRunner:
-    """The job runner; created once per app process, when it also marks dead jobs as failed."""
+    """The job runner of the current cache folder's catalogue."""
+    return _runner(state.cache_root())
+
+
+@st.cache_resource(show_spinner=False)
+def _runner(root: str) -> JobRunner:
+    """Created once per app process and cache folder, when it also marks dead jobs as failed."""
     jobs = JobRunner(state.catalogue())
     jobs.reconcile()
     return jobs
 
 
-def configure(dataset) -> tuple[TrainConfig, str]:
-    """The settings widgets; returns the chosen (unresolved) config and the mode key."""
+def configure(dataset) -> TrainConfig:
+    """The settings widgets; returns the chosen (unresolved) config, training mode included."""
     names = sorted(TRAIN_PRESETS)
     preset_default = default_preset(getattr(dataset, "kind", None)) or "cifar10"
     left, middle, right = st.columns(3)
@@ -58,41 +61,38 @@ def configure(dataset) -> tuple[TrainConfig, str]:
                               help="Confidence a disagreeing prediction needs to relabel the sample")
     beta = cols[3].slider("β (mixup)", 0.0, 8.0, float(defaults.beta), 0.1, key=f"beta-{key}",
                           help="Mixup Beta(β, β) parameter; 0 turns mixup off")
-    config = TrainConfig(preset=preset, backbone=backbone, epochs=int(epochs), theta_r=theta_r,
-                         theta_r2=theta_r2, beta=beta)
-    return config, mode
+    return TrainConfig(preset=preset, backbone=backbone, mode=mode, epochs=int(epochs), theta_r=theta_r,
+                       theta_r2=theta_r2, beta=beta)
 
 
 def export_selection(result, run_dir, *, mode: str) -> str:
     """Write the reviewed selection the run trains on (the baseline ignores it); returns its path."""
-    write_json(run_dir / "launch.json", {"mode": mode})
     path = run_dir / "selection.csv"
     export(result.table, "csv", path, dataset=state.dataset(), meta={"purpose": f"training ({mode})"})
     return str(path)
 
 
-def build_argv(settings, config: TrainConfig, mode: str, selection: str, run_dir) -> list[str]:
-    """The train command line for the active dataset, noise and model and the chosen settings."""
-    argv = [sys.executable, "-m", "clipcleaner_core", "train", "--data", settings.dataset_spec,
-            "--model", settings.encoder.model, "--backbone", config.backbone, "--preset", config.preset,
-            "--epochs", str(config.epochs), "--beta", f"{config.beta:g}",
-            "--theta-r", f"{config.theta_r:g}", "--theta-r2", f"{config.theta_r2:g}",
-            "--selection", selection, "--out", str(run_dir)]
-    if settings.encoder.pretrained:
-        argv += ["--pretrained", settings.encoder.pretrained]
-    if settings.noise is not None:
-        noise = settings.noise
-        argv += ["--noise", f"file:{noise.path}" if noise.mode == "file" else f"{noise.mode}:{noise.rate:g}:{noise.seed}"]
-    return argv + [MODE_FLAGS[mode]]
+def write_config(settings, config: TrainConfig, selection: str, run_dir) -> str:
+    """The run's whole config (the active dataset, noise and model with the chosen settings) as
+    ``RUN_DIR/config.json``, the one file the train command reads; returns its path."""
+    noise = settings.noise
+    if noise is not None:
+        noise = f"file:{noise.path}" if noise.mode == "file" else f"{noise.mode}:{noise.rate:g}:{noise.seed}"
+    full = config.replace(data=settings.dataset_spec, noise=noise, model=settings.encoder.model,
+                          pretrained=settings.encoder.pretrained or None, selection=selection)
+    path = run_dir / "config.json"
+    write_text(path, full.to_json())
+    return str(path)
 
 
-def launch(settings, config: TrainConfig, mode: str) -> None:
+def launch(settings, config: TrainConfig) -> None:
     with state.user_errors(stop=True):
         result = state.result()
         run_dir = runner().new_run_dir("train")
-        selection = export_selection(result, run_dir, mode=mode)
-        argv = build_argv(settings, config, mode, selection, run_dir)
-        name = f"{MODES[mode].split(' (')[0]} · {config.backbone} · {config.epochs} ep"
+        selection = export_selection(result, run_dir, mode=config.mode)
+        config_path = write_config(settings, config, selection, run_dir)
+        argv = [sys.executable, "-m", "clipcleaner_core", "train", "--config", config_path, "--out", str(run_dir)]
+        name = f"{MODES[config.mode].split(' (')[0]} · {config.backbone} · {config.epochs} ep"
         job_id = runner().submit(argv, kind="train", run_dir=run_dir, name=name)
     st.session_state[JOB_KEY] = job_id
     job = runner().status(job_id)
@@ -100,15 +100,13 @@ def launch(settings, config: TrainConfig, mode: str) -> None:
 
 
 def run_info(job) -> dict:
-    """What a run folder says: config, metrics rows and the trainer's status."""
+    """What a run folder says: config (the training mode included), metrics rows and status."""
     folder = RunDir(job.run_dir, writer=False)
     try:
-        launch_file = job.run_dir / "launch.json"
-        launched = json.loads(launch_file.read_text()) if launch_file.exists() else {}
         return {"config": folder.read_config(), "metrics": folder.read_metrics(),
-                "status": folder.read_status(), "mode": launched.get("mode")}
+                "status": folder.read_status()}
     except (OSError, ValueError):
-        return {"config": {}, "metrics": [], "status": {}, "mode": None}
+        return {"config": {}, "metrics": [], "status": {}}
 
 
 def acc_label(config: dict) -> str:
@@ -179,7 +177,7 @@ def live_job() -> None:
 def summarize(job) -> dict:
     info = run_info(job)
     metrics, config = info["metrics"], info["config"]
-    mode = info["mode"] or config.get("mode", "?")
+    mode = config.get("mode", "?")
     accs = [m.get("test_acc") for m in metrics if m.get("test_acc") is not None]
     last = metrics[-1] if metrics else {}
     return {
@@ -240,9 +238,9 @@ with state.user_errors(stop=True):
     dataset = state.dataset()
     selection_summary()
 
-config, mode = configure(dataset)
+config = configure(dataset)
 if st.button("Launch training run", type="primary", icon=":material/play_arrow:"):
-    launch(settings, config, mode)
+    launch(settings, config)
 runner().pump()
 
 st.subheader("Current run")

@@ -1,4 +1,5 @@
 """Train page: launch real runs on the demo from the app, watch their curves, compare and cancel them."""
+import json
 import os
 import time
 
@@ -48,7 +49,12 @@ def test_page_launches_runs_shows_curves_and_compares_them():
     assert one.status == "done", JobRunner(Catalogue()).tail(first)
     assert done.status == "done", JobRunner(Catalogue()).tail(second)
     assert done.started >= one.ended, "the second run must wait for the first (one device)"
-    assert "--all-labels" in done.argv and "--selection" in one.argv
+    for job, mode in ((one, "mixfix"), (done, "all")):  # the page hands over one file: the config
+        config_path = str(job.run_dir / "config.json")
+        assert list(job.argv[-5:]) == ["train", "--config", config_path, "--out", str(job.run_dir)]
+        saved = json.loads((job.run_dir / "config.json").read_text())
+        assert saved["mode"] == mode and saved["data"] == "demo" and saved["epochs"] == 3
+    assert json.loads((one.run_dir / "config.json").read_text())["selection"] == str(one.run_dir / "selection.csv")
     assert (one.run_dir / "selection.csv").exists(), "the run trains on the exported selection"
 
     at.run()

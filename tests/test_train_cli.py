@@ -78,3 +78,21 @@ def test_recipe_thresholds_are_read_from_an_exported_recipe(tmp_path):
     values = _selection_values(TrainConfig(selection=str(recipe), preset="webvision"))
     assert values["theta_gmm"] == 0.3 and values["theta_cons"] == 0.9 and not values["use_zs_loss"]
     assert _selection_values(TrainConfig(preset="webvision"))["theta_cons"] == 1.0
+
+
+def test_a_runs_config_json_launches_the_same_run_and_flags_beside_it_override(demo, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert main(["--data", "demo", "--all-labels", "--epochs", "2", "--device", "cpu", "--out", str(first)]) == 0
+    saved = json.loads((first / "config.json").read_text())
+    assert saved["mode"] == "all" and "run" in saved  # the mode is kept in the config, once
+    again = tmp_path / "again"
+    assert main(["--config", str(first / "config.json"), "--out", str(again)]) == 0
+    rerun = json.loads((again / "config.json").read_text())
+    assert {k: v for k, v in rerun.items() if k != "run"} == {k: v for k, v in saved.items() if k != "run"}
+    first_rows = (first / "metrics.jsonl").read_text().splitlines()
+    again_rows = (again / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["test_acc"] for r in again_rows] == [json.loads(r)["test_acc"] for r in first_rows]
+    longer = tmp_path / "longer"
+    assert main(["--config", str(first / "config.json"), "--epochs", "3", "--out", str(longer)]) == 0
+    assert json.loads((longer / "config.json").read_text())["epochs"] == 3
+    assert len((longer / "metrics.jsonl").read_text().splitlines()) == 3
