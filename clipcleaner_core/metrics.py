@@ -38,6 +38,16 @@ def selection_metrics(
         samples that are kept), ``f1`` and ``auroc`` (area under the ROC curve of
         ``1 - label_score`` for finding wrong labels; NaN when only one kind of sample exists or
         no score is given). Undefined ratios (0 / 0) are NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clipcleaner_core.metrics import selection_metrics
+    >>> given, true = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])  # sample 1 is mislabelled
+    >>> kept = np.array([True, False, True, True])
+    >>> m = selection_metrics(kept, given, true)
+    >>> m["kept"], m["precision"], m["recall"]
+    (3, 1.0, 1.0)
     """
     clean_mask, given, true = _validate(clean_mask, given, true)
     n = int(clean_mask.size)
@@ -75,6 +85,15 @@ def per_class_table(
     ``n`` counts samples whose *given* label is the class; ``precision`` / ``recall`` are those of
     :func:`selection_metrics` restricted to the class; ``noise_rate_true`` is the share of the
     class's samples whose given label is wrong. The last three are NaN without ``true``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clipcleaner_core.metrics import per_class_table
+    >>> given, true = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])
+    >>> table = per_class_table(np.array([True, False, True, True]), given, true)
+    >>> table[["class", "n", "kept", "flagged"]].values.tolist()
+    [[0, 2, 1, 1], [1, 2, 2, 0]]
     """
     clean_mask, given, true = _validate(clean_mask, given, true)
     k = int(num_classes if num_classes is not None else (given.max() + 1 if given.size else 0))
@@ -132,7 +151,16 @@ def _precision_recall_f1(clean_mask: np.ndarray, correct: np.ndarray) -> tuple[f
 
 def label_issue_auroc(given: np.ndarray, true: np.ndarray, label_score: np.ndarray | None) -> float:
     """AUROC of ``1 - label_score`` for finding samples whose given label is wrong; NaN when only
-    one kind of sample exists or no score is given."""
+    one kind of sample exists or no score is given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clipcleaner_core.metrics import label_issue_auroc
+    >>> given, true = np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1])
+    >>> label_issue_auroc(given, true, np.array([0.9, 0.1, 0.8, 0.7]))  # the wrong one scores lowest
+    1.0
+    """
     _, given, true = _validate(np.ones(np.asarray(given).size, dtype=bool), given, true)
     return _auroc(given != true, label_score)
 
@@ -172,6 +200,13 @@ def make_synthetic_problem(
     Returns:
         dict with ``features`` (n, dim) float32, ``labels`` (given, n,) int64, ``true_labels``,
         ``text_features`` (num_classes * prompts_per_class, dim) float32, ``text_labels``.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> p = make_synthetic_problem(100, 4, 8, noise_rate=0.2, seed=0)
+    >>> p["features"].shape, p["text_features"].shape, int((p["labels"] != p["true_labels"]).sum())
+    ((100, 8), (12, 8), 13)
     """
     rng = np.random.default_rng(seed)
     centres = _unit(rng.standard_normal((num_classes, dim)))

@@ -96,6 +96,14 @@ def preset_for(dataset: str, noise_mode: str | None = None) -> str:
 
     CIFAR with an IDN file or the IDN generator gets "cifar10-idn"; other CIFAR noise the "-sym"
     recipe (the README gives no other); the paper's real-noise datasets their own.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.presets import PRESETS, preset_for
+    >>> preset_for("cifar10", "sym"), preset_for("cifar10", "idn"), preset_for("animal10n")
+    ('cifar10-sym', 'cifar10-idn', 'animal10n')
+    >>> PRESETS[preset_for("webvision")]["theta_cons"]
+    1.0
     """
     if dataset in ("cifar10", "cifar100"):
         if dataset == "cifar10" and noise_mode in ("idn", "file"):
@@ -108,7 +116,14 @@ def preset_for(dataset: str, noise_mode: str | None = None) -> str:
 
 
 def paper_result(preset: str, rate: float | None) -> dict | None:
-    """The published accuracies (%) for ``preset`` at noise ``rate``, or None when none is known."""
+    """The published accuracies (%) for ``preset`` at noise ``rate``, or None when none is known.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.presets import paper_result
+    >>> paper_result("cifar100-sym", 0.5), paper_result("cifar100-sym", 0.3)
+    ({'test': 75.2}, None)
+    """
     for known, values in PAPER_RESULTS.get(preset, {}).items():
         if (known is None and rate is None) or (known is not None and rate is not None
                                                 and abs(known - rate) < 1e-9):

@@ -222,6 +222,16 @@ def zero_shot_log_probabilities(
         text_features: (M, D) L2-normalised prompt features.
         text_labels: (M,) int class of each prompt; every class needs at least one prompt.
     Computed in log space, so any temperature > 0 is safe from overflow.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clipcleaner_core.scoring import zero_shot_log_probabilities
+    >>> images = np.array([[1.0, 0.0], [0.0, 1.0]])  # (N=2, D=2), unit rows
+    >>> prompts = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]])  # two prompts of class 0, one of class 1
+    >>> log_p = zero_shot_log_probabilities(images, prompts, np.array([0, 0, 1]), num_classes=2)
+    >>> log_p.shape, np.exp(log_p).sum(axis=1).round(6).tolist(), log_p.argmax(axis=1).tolist()
+    ((2, 2), [1.0, 1.0], [0, 1])
     """
     image_features, text_features, text_labels = _validate_text(
         image_features, text_features, text_labels, num_classes
@@ -249,7 +259,16 @@ def _compute_zero_shot(image_features, text_features, text_labels, temperature, 
 
 def loss_score(log_probs: np.ndarray, labels: np.ndarray, *, num_classes: int) -> np.ndarray:
     """(N,) in [0, 1], higher = more likely correct: ``log p[i, y_i]`` min-max normalised within
-    each given class; a class whose values are all equal gets 1.0."""
+    each given class; a class whose values are all equal gets 1.0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clipcleaner_core.scoring import loss_score
+    >>> probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.3, 0.7]])
+    >>> loss_score(np.log(probs), np.array([0, 0, 1, 1]), num_classes=2).tolist()  # 1 = best of its class
+    [1.0, 0.0, 1.0, 0.0]
+    """
     log_probs, labels = _validate_probs(log_probs, labels, num_classes)
     return _compute_loss_score(log_probs, labels, num_classes)
 
@@ -259,7 +278,16 @@ def _compute_loss_score(log_probs, labels, num_classes):
 
 
 def consistency_score(log_probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """(N,) in (0, 1], higher = more likely correct: ``p[i, y_i] / max_k p[i, k]``."""
+    """(N,) in (0, 1], higher = more likely correct: ``p[i, y_i] / max_k p[i, k]``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clipcleaner_core.scoring import consistency_score
+    >>> probs = np.array([[0.8, 0.2], [0.8, 0.2]])
+    >>> consistency_score(np.log(probs), np.array([0, 1])).round(3).tolist()  # p[y] / max p
+    [1.0, 0.25]
+    """
     log_probs, labels = _validate_probs(log_probs, labels, log_probs.shape[1])
     return _compute_consistency(log_probs, labels)
 
@@ -301,6 +329,19 @@ def fit_scores(
         knn: a precomputed kNN graph of ``image_features`` with at least ``config.neighbours``
             neighbours (e.g. the cached one of :func:`clipcleaner_core.neighbours.knn_graph`);
             built in memory when None and ``config.neighbours > 0``.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> from clipcleaner_core.scoring import fit_scores
+    >>> p = make_synthetic_problem(300, 3, 16, noise_rate=0.3, seed=0)
+    >>> fit = fit_scores(p["features"], p["labels"], num_classes=3, text_features=p["text_features"],
+    ...                  text_labels=p["text_labels"])
+    >>> len(fit), fit.zs_loss_score.shape, fit.lr_consistency.shape
+    (300, (300,), (300,))
+    >>> wrong = p["labels"] != p["true_labels"]
+    >>> bool(fit.zs_clean_prob[wrong].mean() < fit.zs_clean_prob[~wrong].mean())  # flipped score lower
+    True
     """
     features, labels = _validate_features(image_features, labels, num_classes)
     config = config.resolved(labels.size)
@@ -445,7 +486,20 @@ def _check_finite(array, name, rows=65536):
 
 
 def save_fit(fit: ScoreFit, path: str | Path) -> Path:
-    """Write ``fit`` atomically to ``path`` (.npz) with a JSON sidecar (config, K, versions)."""
+    """Write ``fit`` atomically to ``path`` (.npz) with a JSON sidecar (config, K, versions).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> from clipcleaner_core.scoring import ScoringConfig, fit_scores, load_fit, save_fit
+    >>> p = make_synthetic_problem(100, 2, 8, seed=0)
+    >>> fit = fit_scores(p["features"], p["labels"], num_classes=2, config=ScoringConfig(zeroshot=False))
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> again = load_fit(save_fit(fit, folder / "fit.npz"))
+    >>> bool((again.lr_loss_score == fit.lr_loss_score).all()), again.num_classes
+    (True, 2)
+    """
     arrays = {name: getattr(fit, name) for name in _ARRAYS if getattr(fit, name) is not None}
     for prefix in _MIXTURE_PREFIXES:
         mixtures = getattr(fit, f"{prefix}_mixtures")
@@ -469,7 +523,20 @@ def save_fit(fit: ScoreFit, path: str | Path) -> Path:
 
 
 def load_fit(path: str | Path) -> ScoreFit:
-    """Read a fit written by :func:`save_fit`."""
+    """Read a fit written by :func:`save_fit`.
+
+    Examples
+    --------
+    See :func:`save_fit`; a file that is not a fit is refused with a message:
+
+    >>> import tempfile, pathlib
+    >>> from clipcleaner_core.scoring import load_fit
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "other.npz"
+    >>> load_fit(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    clipcleaner_core.errors.DataError: ...other.npz is not a version-... ScoreFit ...
+    """
     meta = atomic.read_sidecar(path)
     if meta.get("format") != "clipcleaner.ScoreFit" or meta.get("format_version") != FIT_FORMAT_VERSION:
         raise DataError(
