@@ -4,7 +4,9 @@ import dataclasses
 
 import numpy as np
 
-from app_helpers import metric, open_app
+from streamlit.testing.v1 import AppTest
+
+from app_helpers import APP, TIMEOUT, metric, open_app, run_until_ready
 from clipcleaner_core import clean
 from clipcleaner_core.data import load_dataset
 from clipcleaner_core.store import Catalogue
@@ -122,3 +124,63 @@ def test_above_the_exact_limit_the_neighbour_evidence_is_computed_on_request(mon
             break
         at.run()
     assert not at.toggle(key="tune_use_knn_agreement").value  # available, still off by default
+
+
+def url(at):
+    return {k: (v[0] if isinstance(v, list) else v) for k, v in at.query_params.items()}
+
+
+def test_the_neighbour_settings_travel_in_the_address_and_show_in_the_sidebar():
+    at = open_app(TUNE)
+    assert not {"nb", "knn", "combine", "k"} & set(url(at))  # the paper's rule: nothing written
+    at.toggle(key="tune_use_knn_agreement").set_value(True).run()
+    at.slider(key="tune_theta_knn").set_value(0.4).run()
+    at.radio(key="tune_combine").set_value("majority").run()
+    params = url(at)
+    assert params["nb"] == "knn" and params["knn"] == "0.4" and params["combine"] == "majority"
+    # a link opened in another session restores them
+    other = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    other.session_state["tune_show_map"] = False
+    run_until_ready(other, query_params=params)
+    chosen = selection(other)
+    assert chosen.use_knn_agreement and not chosen.use_lemon
+    assert chosen.theta_knn == 0.4 and chosen.combine == "majority"
+    assert other.toggle(key="tune_use_knn_agreement").value
+    assert other.slider(key="tune_theta_knn").value == 0.4
+    # values that cannot be used are named in a note and ignored
+    bad = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    bad.session_state["tune_show_map"] = False
+    run_until_ready(bad, query_params={"nb": "knn,magic", "knn": "2", "combine": "any", "k": "x"})
+    assert not selection(bad).use_knn_agreement and selection(bad).combine == "all"
+    notes = bad.session_state["url_notes"]
+    assert {n.split("=")[0].strip("`") for n in notes} == {"nb", "knn", "combine", "k"}
+
+
+def _sidebar_summary():
+    import dataclasses
+
+    from ui import state
+
+    selection = dataclasses.replace(state.SelectionConfig(), use_knn_agreement=True, theta_knn=0.4,
+                                    combine="majority")
+    state._selection_summary(state.ActiveSettings(selection=selection))
+
+
+def test_the_sidebar_names_the_neighbour_scores_and_their_threshold():
+    at = AppTest.from_function(_sidebar_summary).run()
+    sidebar = " ".join(m.value for m in at.sidebar.markdown)
+    assert "knn" in sidebar and "θ_knn 0.40" in sidebar and "at least half" in sidebar
+    assert "lemon" not in sidebar  # the pixels encoder has no text tower
+
+
+def test_k_from_the_address_and_the_tune_page_refits_the_neighbour_evidence():
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["tune_show_map"] = False
+    run_until_ready(at, query_params={"k": "6", "nb": "knn"})
+    assert at.session_state["clipcleaner_active"].scoring.neighbours == 6
+    assert at.number_input(key="tune_neighbours_k").value == 6
+    at.number_input(key="tune_neighbours_k").set_value(8).run()
+    run_until_ready(at)
+    assert at.session_state["clipcleaner_active"].scoring.neighbours == 8
+    assert url(at)["k"] == "8"
+    assert at.number_input(key="tune_neighbours_k").value == 8

@@ -16,6 +16,7 @@ from clipcleaner_core import neighbours
 from clipcleaner_core.embed import embed_texts
 from clipcleaner_core.knn_index import EXACT_MAX_ROWS
 from clipcleaner_core.scoring import AUTO_NEIGHBOURS
+from clipcleaner_core.selection import COMBINE_RULES, SelectionConfig
 
 DUPLICATES = "near-duplicates"
 CONFLICTS = "conflicting duplicates"
@@ -27,6 +28,88 @@ SEARCH_RESULTS = 96
 SIMILAR_KEY = "inspect_similar_to"
 TEXT_KEY = "inspect_text_query"
 COMBINE_LABELS = {"all": "all scores (the paper)", "majority": "at least half"}
+MAX_K = 100
+"""The largest k the Tune page and the address accept (the graph is N x k)."""
+
+
+# ---- the address bar (ui.state reads these) ----------------------------------------------------
+#: the neighbour scores' short names in the address -> their SelectionConfig switches
+URL_SCORES = {"knn": "use_knn_agreement", "lemon": "use_lemon"}
+URL_PARAMS = {
+    "nb": "the neighbour scores that take part: knn, lemon (comma-separated)",
+    "knn": "θ_knn, the least kNN agreement", "combine": "keep a sample passing all / majority",
+    "k": "k of the neighbour evidence (0 = none)",
+}
+
+
+def url_params(settings) -> dict[str, str]:
+    """The query parameters of the neighbour settings in ``settings`` (defaults left out)."""
+    selection, default = settings.selection, SelectionConfig()
+    params = {}
+    enabled = [name for name, attr in URL_SCORES.items() if getattr(selection, attr)]
+    if enabled:
+        params["nb"] = ",".join(enabled)
+    if selection.theta_knn != default.theta_knn:
+        params["knn"] = f"{selection.theta_knn:g}"
+    if selection.combine != default.combine:
+        params["combine"] = selection.combine
+    if settings.scoring.neighbours is not None:
+        params["k"] = str(settings.scoring.neighbours)
+    return params
+
+
+def selection_from_params(params: dict, ignore) -> dict:
+    """SelectionConfig changes from the address (``nb``, ``knn``, ``combine``); a value that cannot
+    be used is passed to ``ignore(name, why)`` and left out."""
+    changes = {}
+    if "nb" in params:
+        names = [v.strip() for v in params["nb"].split(",") if v.strip() and v.strip() != "none"]
+        unknown = [v for v in names if v not in URL_SCORES]
+        if unknown:
+            ignore("nb", f"unknown neighbour score(s) {', '.join(unknown)}; known: {', '.join(URL_SCORES)}")
+        else:
+            changes.update({attr: name in names for name, attr in URL_SCORES.items()})
+    if "knn" in params:
+        value = _number(params["knn"])
+        if value is not None and 0.0 <= value <= 1.0:
+            changes["theta_knn"] = value
+        else:
+            ignore("knn", "θ_knn must be a number from 0 to 1")
+    if "combine" in params:
+        if params["combine"] in COMBINE_RULES:
+            changes["combine"] = params["combine"]
+        else:
+            ignore("combine", f"not one of {', '.join(COMBINE_RULES)}")
+    return changes
+
+
+def scoring_from_params(params: dict, ignore) -> dict:
+    """ScoringConfig changes from the address (``k``)."""
+    if "k" not in params:
+        return {}
+    value = params["k"].strip()
+    if value.isdigit() and int(value) <= MAX_K:
+        return {"neighbours": int(value)}
+    ignore("k", f"k must be a whole number from 0 to {MAX_K}")
+    return {}
+
+
+def summary(selection, fit_has_lemon: bool = True) -> tuple[list[str], list[str]]:
+    """The sidebar's words for the neighbour settings: (enabled score names, threshold parts)."""
+    names = [name for name, on in (("knn", selection.use_knn_agreement),
+                                   ("lemon", selection.use_lemon and fit_has_lemon)) if on]
+    parts = [f"θ_knn {selection.theta_knn:.2f}"] if selection.use_knn_agreement else []
+    if names and selection.combine != "all":
+        parts.append(f"keep: {COMBINE_LABELS[selection.combine]}")
+    return names, parts
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value else None  # NaN is no number
 
 
 # ---- Tune ---------------------------------------------------------------------------------------
@@ -45,10 +128,13 @@ def tune_controls(prepared, selection, set_selection, bind) -> None:
                 state.update(scoring=dataclasses.replace(state.active().scoring, neighbours=AUTO_NEIGHBOURS))
                 st.rerun()
             return
-        knn_col, lemon_col, theta_col, combine_col = st.columns([2, 2, 3, 3])
+        knn_col, lemon_col, theta_col, combine_col, k_col = st.columns([2, 2, 3, 3, 2])
+        k = fit.knn_indices.shape[1]
         bind("tune_use_knn_agreement", bool(selection.use_knn_agreement))
         knn_col.toggle("kNN agreement", key="tune_use_knn_agreement",
-                       help="Share of a sample's 10 nearest images (cosine) that carry its label.",
+                       help=f"Share of a sample's {k} nearest images (cosine) that carry its label, "
+                            "each counted by its similarity and by the trust in its own label "
+                            "(its paper scores, propagated over the neighbours).",
                        on_change=lambda: set_selection(
                            use_knn_agreement=st.session_state["tune_use_knn_agreement"]))
         has_lemon = fit.lemon_score is not None
@@ -65,6 +151,25 @@ def tune_controls(prepared, selection, set_selection, bind) -> None:
         combine_col.radio("Keep a sample that passes", tuple(COMBINE_LABELS), key="tune_combine",
                           format_func=COMBINE_LABELS.get, horizontal=True,
                           on_change=lambda: set_selection(combine=st.session_state["tune_combine"]))
+        from ui import state
+
+        wanted = state.active().scoring.neighbours or k
+        bind("tune_neighbours_k", int(wanted))
+        k_col.number_input("k neighbours", min_value=1, max_value=MAX_K, step=1,
+                           key="tune_neighbours_k", on_change=_set_k,
+                           help="How many nearest images vote; a new k recomputes the neighbour "
+                                "evidence (the index is cached per embedding).")
+        if wanted != k:  # a new k refits: the whole page follows, not only this panel
+            st.rerun()
+
+
+def _set_k() -> None:
+    from ui import state
+
+    k = int(st.session_state["tune_neighbours_k"])
+    scoring = state.active().scoring
+    if scoring.neighbours != k:
+        state.update(scoring=dataclasses.replace(scoring, neighbours=k))
 
 
 # ---- Inspect ------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from clipcleaner_core.prompts import PromptSet
 from clipcleaner_core.scoring import PROBE_MODES, ScoringConfig
 from clipcleaner_core.selection import SelectionConfig
 from clipcleaner_core.store import Catalogue
-from ui import background
+from ui import background, neighbours_view
 
 _KEY = "clipcleaner_active"
 CUSTOM = "custom"
@@ -150,6 +150,7 @@ URL_PARAMS = {
     "suggested": "Inspect: suggested classes (indices)", "by": "Inspect: flagged by (score names)",
     "sort": "Inspect: lowest / highest label score first", "page": "Inspect: page number",
     "per_page": "Inspect: samples per page",
+    **neighbours_view.URL_PARAMS,
 }
 DATASET_FORMATS = ("imagefolder", "manifest", "cifar", "embeddings")
 INSPECT_PARAMS = ("show", "given", "suggested", "by", "sort", "page", "per_page")
@@ -183,6 +184,7 @@ def settings_params(settings: ActiveSettings) -> dict[str, str]:
     enabled = [name for name, attr in SCORE_FIELDS.items() if getattr(selection, attr)]
     if len(enabled) != len(SCORE_FIELDS):
         params["scores"] = ",".join(enabled) or "none"
+    params.update(neighbours_view.url_params(settings))
     if settings.preset != CUSTOM:
         params["preset"] = settings.preset
     return params
@@ -322,6 +324,7 @@ def _scoring_from_params(settings, params, ignore) -> ActiveSettings:
             changes["zeroshot"] = params["zeroshot"] == "1"
         else:
             ignore("zeroshot", "use 0 or 1")
+    changes.update(neighbours_view.scoring_from_params(params, ignore))
     if not changes:
         return settings
     try:
@@ -353,6 +356,7 @@ def _selection_from_params(settings, params, ignore) -> ActiveSettings:
             ignore("scores", f"unknown score(s) {', '.join(unknown)}; known: {', '.join(SCORE_FIELDS)}")
         else:
             changes.update({attr: name in names for name, attr in SCORE_FIELDS.items()})
+    changes.update(neighbours_view.selection_from_params(params, ignore))
     selection = dataclasses.replace(settings.selection, **changes)
     settings = dataclasses.replace(settings, selection=selection, preset=preset)
     if preset != CUSTOM and not preset_matches(settings):
@@ -671,8 +675,10 @@ def _selection_summary(settings: ActiveSettings) -> None:
                                          ("zs cons", zeroshot and sel.use_zs_consistency),
                                          ("lr loss", probe and sel.use_lr_loss),
                                          ("lr cons", probe and sel.use_lr_consistency)) if on]
+        nb_names, nb_parts = neighbours_view.summary(sel, fit_has_lemon=zeroshot)
+        enabled += nb_names
         st.caption("Selection")
-        parts = [f"θ_gmm {sel.theta_gmm:.2f}", f"θ_cons {sel.theta_cons:.2f}"]
+        parts = [f"θ_gmm {sel.theta_gmm:.2f}", f"θ_cons {sel.theta_cons:.2f}", *nb_parts]
         if zeroshot:
             parts.append(f"τ {settings.scoring.temperature:g}")
         preset = "" if settings.preset == CUSTOM else f" ({settings.preset} preset)"
