@@ -3,6 +3,8 @@
 Run with ``streamlit run app.py``. This file is only the router: it lists the pages, takes the
 settings from the address bar on a session's first run, draws the shared sidebar and the encoder
 banner, and runs the page the user picked (Tune by default, which opens on the built-in demo).
+The banner's look-up of CLIP weights starts only after the page has started its work, so a first
+launch shows the demo's counts without waiting for open_clip to load.
 A user error that escapes a page is shown as an error box; the sidebar and the other pages stay
 usable.
 """
@@ -31,9 +33,12 @@ page = st.navigation(pages)
 state.restore_from_url()
 st.session_state["current_page"] = page.title
 st.set_page_config(page_title=f"{page.title} · {state.active().dataset_label()} · CLIPCleaner")
-state.write_url(force=True)
+state.write_url()
 state.sidebar(show_selection=page.title != "Tune")
 widgets.url_notes()
 widgets.encoder_banner()
-with state.routed(), state.user_errors():
-    page.run()
+try:
+    with state.routed(), state.user_errors():
+        page.run()
+finally:  # also when the page stops to show a fit's progress: the look-up waits for that fit
+    widgets.check_weights_later()

@@ -1,12 +1,31 @@
-"""Opening the app in a fresh Streamlit AppTest session, shared by the page tests."""
+"""Opening the app in a fresh Streamlit AppTest session, shared by the page tests.
+
+Every run goes through the router (``app.py``), as in the browser: AppTest would otherwise see the
+``pages/`` folder and, from the second run of a session on, run the current page's file alone
+(Streamlit's older multipage mode), without the sidebar, the banner or the address handling.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
+from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1 import app_test as _app_test
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 TIMEOUT = 180  # the first run in a fresh cache embeds and fits the demo
+
+
+class _RoutedPagesManager(PagesManager):
+    """AppTest's pages manager with the ``pages/`` folder mode off (``st.navigation`` in the
+    router turns it off in a real server)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+
+_app_test.PagesManager = _RoutedPagesManager
 
 
 def open_app(page: str | None = None, **session_state) -> AppTest:

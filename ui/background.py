@@ -5,7 +5,9 @@ page reads on each rerun. Cancelling sets a flag that the core's ``cancel`` call
 the core stops at its next batch and raises :class:`~clipcleaner_core.errors.Cancelled`.
 
 Tasks that every session shares (the fit of a dataset and encoder) live in :func:`shared`, keyed
-by the same string as their result, so two tabs asking for one fit watch the same progress.
+by the same string as their result, so two tabs asking for one fit watch the same progress. A key
+of work that writes into the cache names the cache folder first (see ``ui.state.cache_root``), so
+two cache folders used by one process never share a task.
 """
 from __future__ import annotations
 
@@ -140,6 +142,12 @@ def shared(key: str, work: Callable, *, label: str = "") -> BackgroundTask:
 def running_shared(key: str) -> BackgroundTask | None:
     with _shared_lock:
         return _shared.get(key)
+
+
+def running_tasks() -> list[BackgroundTask]:
+    """The shared tasks running now."""
+    with _shared_lock:
+        return [task for task in _shared.values() if task.running]
 
 
 def forget(key: str, task: BackgroundTask | None = None) -> None:

@@ -14,6 +14,7 @@ import json
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import streamlit as st
 
@@ -21,7 +22,7 @@ from clipcleaner_core.data import apply_noise, load_dataset
 from clipcleaner_core.data.noise import NoiseSpec, parse_noise_spec
 from clipcleaner_core.encoders import EncoderSpec
 from clipcleaner_core.errors import Cancelled, CLIPCleanerError, DataError
-from clipcleaner_core.paths import paths_outside_roots
+from clipcleaner_core.paths import cache_dir, paths_outside_roots
 from clipcleaner_core.pipeline import Prepared, Result, prepare, select_samples
 from clipcleaner_core.presets import PRESETS
 from clipcleaner_core.prompts import PromptSet
@@ -199,17 +200,19 @@ def inspect_params(view: dict) -> dict[str, str]:
     return params
 
 
-def write_url(*, force: bool = False) -> None:
+def write_url() -> None:
     """Make the address bar describe the active settings (and the Inspect view on that page).
 
-    ``force`` sends the address even when the server's copy already matches: the router does so
-    on every full run, so an update lost with an interrupted partial run is repaired.
+    The address is sent on every call, not only when the server's copy differs: that copy is the
+    address the browser reported when it asked for this run, and after quick changes (several key
+    presses on a slider while a rerun is under way) it can already hold a value the browser has
+    since left, so a comparison could drop the last change. The browser ignores an address it
+    already shows, so a repeated one costs nothing.
     """
     params = settings_params(active())
     if st.session_state.get("current_page") == "Inspect":
         params.update(inspect_params(st.session_state.get(INSPECT_VIEW, {})))
-    if force or st.query_params.to_dict() != params:
-        st.query_params.from_dict(params)
+    st.query_params.from_dict(params)
 
 
 def restore_from_url() -> None:
@@ -420,8 +423,16 @@ def remember_inspect_view(view: dict) -> None:
 # Cached stages
 # ---------------------------------------------------------------------------------------------
 
-def _load_dataset(key: str) -> "object":
-    return _DATASETS.get(key, lambda: _read_dataset(key))
+def cache_root() -> str:
+    """The resolved cache folder of this process's environment: the first part of every key of
+    the process-wide stores, so two cache folders used in one process (tests, a changed
+    ``CLIPCLEANER_CACHE``) never see each other's datasets, fits or catalogue."""
+    return str(cache_dir().resolve())
+
+
+def _load_dataset(key: str, root: str | None = None) -> "object":
+    root = cache_root() if root is None else root
+    return _DATASETS.get((root, key), lambda: _read_dataset(key))
 
 
 def _read_dataset(key: str):
@@ -449,8 +460,9 @@ def dataset():
     return _load_dataset(active().dataset_key())
 
 
-def _prepared_key(settings: ActiveSettings) -> str:
+def _prepared_key(settings: ActiveSettings, root: str | None = None) -> str:
     return json.dumps({
+        "cache": cache_root() if root is None else root,
         "dataset": settings.dataset_key(),
         "encoder": dataclasses.asdict(settings.encoder),
         "prompts": settings.prompts.fingerprint() if settings.prompts else None,
@@ -510,10 +522,13 @@ def _prepared_store() -> PreparedStore:
     return _PREPARED
 
 
-def _compute_prepared(settings: ActiveSettings, progress=None, cancel=None) -> Prepared:
-    return _prepared_store().get(_prepared_key(settings), lambda: prepare(
-        _load_dataset(settings.dataset_key()), settings.encoder, prompts=settings.prompts,
-        scoring=settings.scoring, progress=progress, cancel=cancel))
+def _compute_prepared(settings: ActiveSettings, progress=None, cancel=None, *, root: str | None = None) -> Prepared:
+    """The fit of ``settings`` in the cache folder ``root`` (default: the current one). A background
+    fit is given the folder of the session that started it, so it never writes into another."""
+    root = cache_root() if root is None else root
+    return _prepared_store().get(_prepared_key(settings, root), lambda: prepare(
+        _load_dataset(settings.dataset_key(), root), settings.encoder, prompts=settings.prompts,
+        scoring=settings.scoring, cache_root=root, progress=progress, cancel=cancel))
 
 
 def prepared(progress=None, cancel=None) -> Prepared:
@@ -523,6 +538,9 @@ def prepared(progress=None, cancel=None) -> Prepared:
 
 
 FIT_CANCELLED = "fit_cancelled_key"
+FIT_WAIT_S = 1.5
+"""How long each run of the fit's progress bar waits for the fit (the page reruns the moment it
+ends, so the demo's first fit shows its counts without waiting for the next poll)."""
 
 
 def require_prepared() -> Prepared:
@@ -531,8 +549,8 @@ def require_prepared() -> Prepared:
     The fit runs in a background thread shared by every session that asks for it. A fit loaded
     from the disk cache is back within the short first wait, so the page never flashes a bar.
     """
-    settings = active()
-    key = _prepared_key(settings)
+    settings, root = active(), cache_root()
+    key = _prepared_key(settings, root)
     ready = _prepared_store().peek(key)
     if ready is not None:
         return ready
@@ -542,8 +560,8 @@ def require_prepared() -> Prepared:
             st.session_state.pop(FIT_CANCELLED, None)
             st.rerun()
         st.stop()
-    task = background.shared(key, lambda progress, cancel: _compute_prepared(settings, progress, cancel),
-                             label="fit")
+    task = background.shared(key, lambda progress, cancel: _compute_prepared(settings, progress, cancel,
+                                                                              root=root), label="fit")
     task.wait(0.5)
     if not task.running:
         background.forget(key, task)
@@ -558,7 +576,7 @@ def require_prepared() -> Prepared:
 
     st.caption("Embedding the images and fitting the scores for these settings (cached after the "
                "first time).")
-    widgets.task_progress(task, key="fit")
+    widgets.task_progress(task, key="fit", wait_s=FIT_WAIT_S)
     st.stop()
 
 
@@ -607,9 +625,14 @@ def result() -> Result:
     return select_samples(prep, active().selection, decisions=decisions)
 
 
-@st.cache_resource(show_spinner=False)
 def catalogue() -> Catalogue:
-    return Catalogue()
+    """The catalogue of the current cache folder (one per folder, shared by the sessions)."""
+    return _catalogue(cache_root())
+
+
+@st.cache_resource(show_spinner=False)
+def _catalogue(root: str) -> Catalogue:
+    return Catalogue(Path(root) / "catalogue.sqlite")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ scores. Thumbnails are cached by the dataset's fingerprint and the sample index,
 from __future__ import annotations
 
 import os
+import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -193,23 +195,35 @@ def data_roots_caption() -> str:
 # ---------------------------------------------------------------------------------------------
 
 @st.fragment(run_every=2)
-def task_progress(task, *, key: str, on_cancel_text: str = "Stopping at the next step…") -> None:
+def task_progress(task, *, key: str, on_cancel_text: str = "Stopping at the next step…",
+                  wait_s: float = 0.0) -> None:
     """A moving progress bar for a :class:`ui.background.BackgroundTask`, with a Cancel button.
 
-    Redraws every two seconds (each redraw is a fragment rerun, which on a loaded 2-core machine
-    measurably slows the work it watches: at 0.5 s the demo's first embedding ran several times
-    slower); when the task ends the whole page reruns to show its outcome.
+    Reruns every two seconds (each rerun of a fragment costs the work it watches: at 0.5 s the
+    demo's first embedding ran several times slower on a loaded 2-core machine); when the task
+    ends the whole page reruns to show its outcome. With ``wait_s`` (only where the bar is the
+    last thing on the page) each run also waits up to that long for the task, moving the bar
+    in place, and reruns the page the moment the task ends rather than at the next poll: a short
+    fit shows its result at once. A Cancel click is then handled when that wait ends.
     """
     from ui import background
 
     if not task.running:
         st.rerun(scope="app")
     progress = task.progress
-    st.progress(progress.fraction, text=background.describe(progress))
+    bar = st.progress(progress.fraction, text=background.describe(progress))
     if task.cancel_requested:
         st.caption(on_cancel_text)
     elif st.button("Cancel", icon=":material/stop:", key=f"{key}_cancel"):
         task.cancel()
+    deadline = time.monotonic() + wait_s
+    while task.running and time.monotonic() < deadline:
+        task.wait(min(0.25, max(0.0, deadline - time.monotonic())))
+        if task.progress is not progress:
+            progress = task.progress
+            bar.progress(progress.fraction, text=background.describe(progress))
+    if wait_s and not task.running:
+        st.rerun(scope="app")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,6 +232,8 @@ def task_progress(task, *, key: str, on_cancel_text: str = "Stopping at the next
 
 DEFAULT_CLIP = ("ViT-B-32", "openai")
 """The CLIP model the banner suggests when the app runs on pixel features."""
+WEIGHTS_CHECK = "weights-check"
+"""Key of the background task that looks for the default CLIP weights (see :func:`check_weights_later`)."""
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -231,6 +247,10 @@ def weights_status(model: str, pretrained: str | None) -> str:
 @st.cache_data(ttl=30, show_spinner=False)
 def weights_help(model: str, pretrained: str | None) -> str | None:
     """The WeightsUnavailableError text saying how to get the weights, or None when they are here."""
+    return _weights_help(model, pretrained)
+
+
+def _weights_help(model: str, pretrained: str | None) -> str | None:
     from clipcleaner_core.errors import WeightsUnavailableError
     from clipcleaner_core.weights import resolve_weights
 
@@ -245,9 +265,46 @@ def weights_help(model: str, pretrained: str | None) -> str | None:
     return None
 
 
+def check_weights_later() -> None:
+    """Look for the default CLIP weights in a background thread, once per process, after the fits
+    running now (the router calls this once the page has started its work).
+
+    The look-up imports open_clip (with torchvision and timm: seconds on 2 cores), which the demo's
+    pixel features never need; on a first launch it would otherwise delay the first counts.
+    """
+    from ui import background
+
+    if "open_clip" in sys.modules or background.running_shared(WEIGHTS_CHECK) is not None:
+        return
+    earlier = background.running_tasks()
+    model, tag = DEFAULT_CLIP
+
+    def work(progress, cancel):
+        for task in earlier:
+            task.wait()
+        return _weights_help(model, tag)
+
+    background.shared(WEIGHTS_CHECK, work, label="weights")
+
+
+@st.fragment(run_every=1)
+def _until_weights_checked() -> None:
+    """The banner's one line while the weights are looked for; the page reruns when they are known."""
+    from ui import background
+
+    task = background.running_shared(WEIGHTS_CHECK)
+    if task is not None and not task.running:
+        st.rerun(scope="app")
+    st.caption(":material/memory: Encoder: **pixel features** (looking for CLIP weights on this machine…)")
+
+
 def encoder_banner() -> None:
-    """One line saying which encoder scores the data, and how to get CLIP weights when missing."""
-    from ui import state
+    """One line saying which encoder scores the data, and how to get CLIP weights when missing.
+
+    With pixel features, the weights are looked for in the background (:func:`check_weights_later`)
+    until open_clip is loaded; the banner says so meanwhile.
+    """
+    from ui import background, state
 
     encoder = state.active().encoder
     if encoder.model != "pixels":
@@ -255,15 +312,19 @@ def encoder_banner() -> None:
         st.caption(f":material/memory: Encoder: **{encoder.model}**{tag} "
                    f"({weights_status(encoder.model, encoder.pretrained)})")
         return
+    if st.session_state.get("hide_weights_help"):
+        st.caption(":material/memory: Encoder: **pixel features** (no CLIP weights on this machine; "
+                   "zero-shot scores off). The Embed page says how to get them.")
+        return
+    check = background.running_shared(WEIGHTS_CHECK)
+    if "open_clip" not in sys.modules and (check is None or check.running):
+        _until_weights_checked()
+        return
     model, tag = DEFAULT_CLIP
     missing = weights_help(model, tag)
     if missing is None:
         st.info(f"Encoder: **pixel features**. CLIP {model} ({tag}) weights are on this machine: "
                 "pick them on the Embed page for zero-shot scores.", icon=":material/memory:")
-        return
-    if st.session_state.get("hide_weights_help"):
-        st.caption(":material/memory: Encoder: **pixel features** (no CLIP weights on this machine; "
-                   "zero-shot scores off). The Embed page says how to get them.")
         return
     left, right = st.columns([6, 1], vertical_alignment="center")
     left.info(f"**Encoder: pixel features.** CLIP {model} ({tag}) weights are not on this machine, "
