@@ -139,6 +139,19 @@ def embed_dataset(
 
     Returns:
         :class:`EmbeddingSet` with (N, D) L2-normalised features of ``dtype``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from clipcleaner_core.data import load_dataset
+    >>> from clipcleaner_core.embed import embed_dataset, load_embedding
+    >>> from clipcleaner_core.encoders import EncoderSpec
+    >>> cache = tempfile.mkdtemp()
+    >>> embedding = embed_dataset(load_dataset("demo"), EncoderSpec(model="pixels"), cache_root=cache)
+    >>> embedding.image_features.shape, bool(embedding.valid.all())
+    ((1797, 768), True)
+    >>> load_embedding(embedding.key, cache_root=cache).image_features.shape  # cached by its key
+    (1797, 768)
     """
     _validate(dataset, batch_size, num_workers, chunk_size, dtype)
     root = Path(cache_root) if cache_root is not None else cache_dir()
@@ -168,7 +181,19 @@ def embed_dataset(
 
 
 def load_embedding(key: str, *, cache_root: str | os.PathLike | None = None) -> EmbeddingSet:
-    """Open previously computed embeddings by key; raises ``DataError`` when absent."""
+    """Open previously computed embeddings by key; raises ``DataError`` when absent.
+
+    Examples
+    --------
+    See :func:`embed_dataset`; an unknown key names the step to run:
+
+    >>> import tempfile
+    >>> from clipcleaner_core.embed import load_embedding
+    >>> load_embedding("0123abcd", cache_root=tempfile.mkdtemp())  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    clipcleaner_core.errors.DataError: no complete embeddings with key '0123abcd' under ...
+    """
     root = Path(cache_root) if cache_root is not None else cache_dir()
     embedding = _load_complete(key, root / "embeddings" / key)
     if embedding is None:

@@ -76,6 +76,28 @@ def export(table: pd.DataFrame, fmt: str, out: str | os.PathLike, *, dataset: "D
         overwrite: replace an existing non-empty ImageFolder export (built aside, swapped in at once).
         progress: ``progress("export", done, total, rate)`` while ImageFolder files are written.
         cancel: ``cancel() -> bool``; True stops an ImageFolder export (nothing is left behind).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from clipcleaner_core import find_label_issues
+    >>> from clipcleaner_core.export import export, read_table
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> p = make_synthetic_problem(200, 2, 8, seed=0)
+    >>> table = find_label_issues(p["features"], p["labels"])
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> export(table, "csv", folder / "scores.csv").name
+    'scores.csv'
+    >>> back = read_table(folder / "scores.csv")
+    >>> back.shape == table.shape, bool((back["label_score"] == table["label_score"]).all())
+    (True, True)
+    >>> manifest = export(table, "manifest", folder / "clean.csv", class_names=["cat", "dog"])
+    >>> manifest.read_text().splitlines()[0]
+    'path,label'
+    >>> export(table, "xlsx", folder / "scores.xlsx")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    clipcleaner_core.errors.ConfigError: unknown export format 'xlsx'; choose one of csv, parquet, json, ...
     """
     if fmt not in FORMATS:
         raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -119,6 +141,18 @@ def export_bytes(table: pd.DataFrame, fmt: str, *, dataset: "Dataset | None" = N
 
     A manifest's paths are relative to ``manifest_folder`` when the images lie under it, else
     absolute; with no folder they are relative to the dataset root (save the manifest there).
+
+    Examples
+    --------
+    >>> import io
+    >>> import pandas as pd
+    >>> from clipcleaner_core import find_label_issues
+    >>> from clipcleaner_core.export import export_bytes
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> p = make_synthetic_problem(100, 2, 8, seed=0)
+    >>> data = export_bytes(find_label_issues(p["features"], p["labels"]), "csv")
+    >>> pd.read_csv(io.BytesIO(data)).columns[:4].tolist()
+    ['index', 'path', 'given_label', 'suggested_label']
     """
     if fmt not in BYTES_FORMATS:
         raise ConfigError(f"export_bytes: unknown format {fmt!r}; choose one of {', '.join(BYTES_FORMATS)}")
@@ -159,6 +193,16 @@ def table_format(path: str | os.PathLike, *, what: str = "score table") -> str:
 
     Raises DataError naming ``what`` and ``path`` when the extension is not one of
     :data:`TABLE_SUFFIXES`.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.export import table_format
+    >>> table_format("scores.parquet"), table_format("run/SCORES.CSV")
+    ('parquet', 'csv')
+    >>> table_format("scores.txt")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    clipcleaner_core.errors.DataError: score table scores.txt: unknown extension .txt; use one of .csv, ...
     """
     suffix = Path(path).suffix.lower()
     if suffix not in TABLE_SUFFIXES:
@@ -168,7 +212,18 @@ def table_format(path: str | os.PathLike, *, what: str = "score table") -> str:
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a csv / parquet / json score table back with the dtypes it was written with."""
+    """Read a csv / parquet / json score table back with the dtypes it was written with.
+
+    Examples
+    --------
+    See :func:`export`; a missing file is named with the way to make one:
+
+    >>> from clipcleaner_core.export import read_table
+    >>> read_table("missing.csv")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    clipcleaner_core.errors.DataError: score table missing.csv not found; check the path, ...
+    """
     path = Path(path)
     kind = table_format(path)
     if not path.is_file():
@@ -189,7 +244,20 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def table_digest(table: pd.DataFrame) -> str:
-    """SHA-256 of the table's (index, final_label, is_clean) columns, rows ordered by index."""
+    """SHA-256 of the table's (index, final_label, is_clean) columns, rows ordered by index.
+
+    Examples
+    --------
+    >>> from clipcleaner_core import find_label_issues
+    >>> from clipcleaner_core.export import table_digest
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> p = make_synthetic_problem(100, 2, 8, seed=0)
+    >>> table = find_label_issues(p["features"], p["labels"])
+    >>> table_digest(table) == table_digest(table.iloc[::-1])  # row order does not matter
+    True
+    >>> len(table_digest(table))
+    64
+    """
     _require(table, ("index", "final_label", "is_clean"))
     order = np.argsort(table["index"].to_numpy(dtype=np.int64), kind="stable")
     digest = hashlib.sha256(b"clipcleaner-table-v1|")
@@ -199,7 +267,18 @@ def table_digest(table: pd.DataFrame) -> str:
 
 
 def table_summary(table: pd.DataFrame, class_names=None) -> dict:
-    """Counts describing a score table: rows, kept, flagged, relabelled, dropped, kept per class."""
+    """Counts describing a score table: rows, kept, flagged, relabelled, dropped, kept per class.
+
+    Examples
+    --------
+    >>> from clipcleaner_core import find_label_issues
+    >>> from clipcleaner_core.export import table_summary
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> p = make_synthetic_problem(100, 2, 8, seed=0)
+    >>> summary = table_summary(find_label_issues(p["features"], p["labels"]), ["cat", "dog"])
+    >>> summary["rows"], summary["kept"] + summary["flagged"], sorted(summary["kept_per_class"])
+    (100, 100, ['cat', 'dog'])
+    """
     keep = kept_mask(table)
     summary = {"rows": int(len(table)), "kept": int(keep.sum()), "flagged": int((~keep).sum())}
     if "given_label" in table.columns and "final_label" in table.columns:
@@ -218,7 +297,18 @@ def table_summary(table: pd.DataFrame, class_names=None) -> dict:
 
 def recipe(table: pd.DataFrame, *, meta: dict | None = None, dataset: "Dataset | None" = None,
            class_names=None) -> dict:
-    """Everything needed to reproduce a selection: settings, versions, dataset, table hash."""
+    """Everything needed to reproduce a selection: settings, versions, dataset, table hash.
+
+    Examples
+    --------
+    >>> from clipcleaner_core import find_label_issues
+    >>> from clipcleaner_core.export import recipe
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> p = make_synthetic_problem(100, 2, 8, seed=0)
+    >>> made = recipe(find_label_issues(p["features"], p["labels"]), meta={"theta_cons": 0.8})
+    >>> made["format"], made["settings"]
+    ('clipcleaner-recipe', {'theta_cons': 0.8})
+    """
     names = _class_names(table, dataset, class_names)
     return {
         "format": "clipcleaner-recipe", "version": 1,

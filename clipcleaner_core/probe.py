@@ -157,6 +157,17 @@ def fit_probe(
         tol: L-BFGS ``gtol`` (max |projected gradient|) in preconditioned coordinates.
         progress: ``progress("probe", iterations, estimate, iterations_per_s)``.
         cancel: polled between iterations; True raises :class:`~clipcleaner_core.errors.Cancelled`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> from clipcleaner_core.probe import fit_probe
+    >>> p = make_synthetic_problem(300, 3, 16, noise_rate=0.0, seed=0)
+    >>> probe = fit_probe(p["features"], p["labels"], num_classes=3, device="cpu")
+    >>> predicted = probe.predict_log_proba(p["features"]).argmax(axis=1)
+    >>> probe.coef_.shape, round(float((predicted == p["labels"]).mean()), 2)
+    ((3, 16), 1.0)
     """
     features, labels = _validate(features, labels, num_classes)
     _check_c(c)
@@ -187,6 +198,22 @@ def fit_probe_predictor(
     (``total`` = fits x an estimate per fit; ``done`` never decreases nor passes ``total``), at most
     a few times per second. ``cancel()`` is polled between iterations; True raises
     :class:`~clipcleaner_core.errors.Cancelled`.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> from clipcleaner_core.probe import fit_probe_predictor
+    >>> p = make_synthetic_problem(300, 3, 16, seed=0)
+    >>> predictor = fit_probe_predictor(p["features"], p["labels"], num_classes=3, mode="cross-val",
+    ...                                 device="cpu")
+    >>> predictor.log_proba(0, 5).shape  # any row chunk, (rows, K)
+    (5, 3)
+    >>> fit_probe_predictor(p["features"], p["labels"], num_classes=3, mode="off") is None
+    True
+    >>> fit_probe_predictor(p["features"], p["labels"], num_classes=3, mode="kfold")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    clipcleaner_core.errors.ConfigError: ...in-sample...cross-val...off...
     """
     if mode not in PROBE_MODES:
         raise ConfigError(f"unknown probe mode {mode!r}; valid modes: {', '.join(PROBE_MODES)}.")
@@ -216,6 +243,16 @@ def probe_log_probabilities(
 
     The whole matrix at once, for small inputs; large ones use :func:`fit_probe_predictor` and
     read row chunks. Modes and fallbacks as there.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> from clipcleaner_core.probe import probe_log_probabilities
+    >>> p = make_synthetic_problem(200, 4, 16, seed=0)
+    >>> log_p = probe_log_probabilities(p["features"], p["labels"], num_classes=4)
+    >>> log_p.shape, bool(np.allclose(np.exp(log_p).sum(axis=1), 1.0))
+    ((200, 4), True)
     """
     predictor = fit_probe_predictor(features, labels, num_classes=num_classes, mode=mode,
                                     n_folds=n_folds, c=c, seed=seed, progress=progress)

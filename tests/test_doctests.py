@@ -11,6 +11,10 @@ MODULES = (
     "clipcleaner_core.gmm",
     "clipcleaner_core.metrics",
     "clipcleaner_core.presets",
+    "clipcleaner_core.probe",
+    "clipcleaner_core.export",
+    "clipcleaner_core.embed",
+    "clipcleaner_core.data.sources",
 )
 
 

@@ -64,6 +64,17 @@ def load_dataset(spec: str | os.PathLike, *, format: str | None = None, split: s
     ``format`` overrides detection (one of :data:`FORMATS`); ``split`` is "train" or "test" (CIFAR
     files, an ImageFolder with train/ and test/ (or val/) subfolders, or a manifest's split column).
     Raises DataError with a one-line message naming the bad file, row or value and the fix.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.data import load_dataset
+    >>> demo = load_dataset("demo")  # 8x8 digits with seeded label noise, bundled: no download
+    >>> len(demo), demo.num_classes, demo.true_labels[:5].tolist(), demo.labels[:5].tolist()
+    (1797, 10, [0, 1, 2, 3, 4], [7, 1, 2, 7, 4])
+    >>> load_dataset("demo", format="excel")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    clipcleaner_core.errors.DataError: unknown dataset format 'excel'; use one of ...
     """
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
