@@ -37,7 +37,7 @@ from typing import Callable
 import numpy as np
 from scipy.special import log_softmax
 
-from . import atomic
+from . import accel, atomic
 from .errors import ConfigError, DataError
 from .gmm import ClassMixtures, fit_mixtures, mixture_posterior
 from .neighbours import KnnGraph, class_text_centroids, knn_graph, lemon_distance, \
@@ -310,6 +310,7 @@ def fit_scores(
     cancel: Callable[[], bool] | None = None,
     chunk_rows: int | None = None,
     knn: KnnGraph | None = None,
+    device: str = "auto",
 ) -> ScoreFit:
     """DESIGN §2 steps 3–6 with memory that grows with N, not N x K.
 
@@ -329,6 +330,10 @@ def fit_scores(
         knn: a precomputed kNN graph of ``image_features`` with at least ``config.neighbours``
             neighbours (e.g. the cached one of :func:`clipcleaner_core.neighbours.knn_graph`);
             built in memory when None and ``config.neighbours > 0``.
+        device: where the probe's loss and gradient and the zero-shot and probe products run:
+            ``"auto"`` (a CUDA GPU when torch sees one, else NumPy on the CPU), ``"cpu"``,
+            ``"cuda[:N]"`` (see :mod:`clipcleaner_core.accel`). The selection is the same up to
+            float rounding.
 
     Examples
     --------
@@ -352,19 +357,24 @@ def fit_scores(
         )
     if not config.zeroshot and config.probe == "off":
         raise ConfigError("nothing to score: zero-shot is off and probe='off'; enable one.")
+    target = accel.fit_device(device)
+    device_rows = None if target is None else accel.DeviceRows(features, target)
     sources: dict = {}
     if config.zeroshot:
         sources["zs"] = _ZeroShot(features, text_features, text_labels, num_classes,
-                                  config.temperature)
+                                  config.temperature, device_rows)
     if config.probe != "off":
         sources["lr"] = fit_probe_predictor(
             features, labels, num_classes=num_classes, mode=config.probe,
             n_folds=config.n_folds, c=config.probe_c, seed=config.seed, progress=progress,
-            cancel=cancel,
+            cancel=cancel, device=device_rows or "cpu",
         )
     width = max([num_classes] + [getattr(s, "n_prompts", 0) for s in sources.values()])
     rows = chunk_rows or max(256, CHUNK_BYTES // (8 * width))
-    parts = _reduce_in_chunks(sources, labels, num_classes, rows, progress, cancel)
+    reduce = _reduce_in_chunks if device_rows is None else _reduce_on_device
+    parts = reduce(sources, labels, num_classes, rows, progress, cancel)
+    sources = dict.fromkeys(sources)  # drop the uploaded features before the mixtures
+    del device_rows
     notify(progress, "mixtures", 0, 1)
     for prefix in sources:
         loss = parts[f"{prefix}_loss_score"]
@@ -412,16 +422,37 @@ def _neighbour_parts(features, labels, num_classes, config, knn, parts, text_fea
 class _ZeroShot:
     """Row chunks of the zero-shot log-probabilities (step 3) without the (N, K) matrix."""
 
-    def __init__(self, features, text_features, text_labels, num_classes, temperature):
+    def __init__(self, features, text_features, text_labels, num_classes, temperature,
+                 device_rows=None):
         _, self.text, self.text_labels = _validate_text(features, text_features, text_labels,
                                                         num_classes)
         _check_finite(self.text, "text_features")
         self.features, self.temperature = features, temperature
         self.n_prompts = int(self.text_labels.size)
+        self.num_classes = num_classes
+        self.device_rows = device_rows
+        if device_rows is not None:
+            device = device_rows.device
+            self._text_t = accel.to_device(self.text.T, device, np.float32)
+            self._prompt_class_t = accel.to_device(self.text_labels, device, np.int64)
 
     def log_proba(self, start: int, stop: int) -> np.ndarray:
         rows = np.asarray(self.features[start:stop], dtype=np.float32)
         return _compute_zero_shot(rows, self.text, self.text_labels, self.temperature, stop - start)
+
+    def log_proba_tensor(self, start: int, stop: int):
+        """As :meth:`log_proba`, as a float64 tensor on the device: the similarities in float32,
+        each class's log-sum-exp over its prompts and the softmax over classes in float64."""
+        import torch
+
+        logits = (self.device_rows.block(start, stop) @ self._text_t).double() / self.temperature
+        index = self._prompt_class_t.expand(logits.shape[0], -1)
+        shape = (logits.shape[0], self.num_classes)
+        peak = torch.full(shape, -torch.inf, dtype=logits.dtype, device=logits.device)
+        peak.scatter_reduce_(1, index, logits, reduce="amax")
+        total = torch.zeros(shape, dtype=logits.dtype, device=logits.device)
+        total.scatter_add_(1, index, (logits - peak.gather(1, index)).exp_())
+        return torch.log_softmax(peak + total.log(), dim=1)
 
 
 def _reduce_in_chunks(sources, labels, num_classes, rows, progress, cancel) -> dict:
@@ -458,6 +489,49 @@ def _reduce_in_chunks(sources, labels, num_classes, rows, progress, cancel) -> d
                 total = probs if total is None else total + probs
         if total is not None:
             parts["suggested_both"][lo:hi] = np.argmax(total, axis=1)
+        notify(progress, "scores", hi, n, meter.rate(hi))
+    for prefix in sources:
+        parts[f"{prefix}_loss_score"] = _normalise_within_class(own[prefix], labels, num_classes)
+    return parts
+
+
+def _reduce_on_device(sources, labels, num_classes, rows, progress, cancel) -> dict:
+    """:func:`_reduce_in_chunks` in torch on the sources' device: per chunk the (rows, K)
+    log-probabilities stay there and only per-sample vectors and the top-k come back."""
+    import torch
+
+    n = labels.size
+    k = min(TOP_K, num_classes)
+    device = next(iter(sources.values())).device_rows.device
+    labels_t = accel.to_device(labels, device, np.int64)
+    own = {p: np.empty(n) for p in sources}
+    parts: dict = {}
+    for prefix in sources:
+        parts[f"{prefix}_consistency"] = np.empty(n)
+        parts[f"{prefix}_top_classes"] = np.empty((n, k), dtype=np.int32)
+        parts[f"{prefix}_top_probs"] = np.empty((n, k), dtype=np.float32)
+    if len(sources) == 2:
+        parts["suggested_both"] = np.empty(n, dtype=np.int32)
+    meter = RateMeter()
+    tiny = float(np.finfo(np.float64).tiny)
+    for lo in range(0, n, rows):
+        hi = min(n, lo + rows)
+        check_cancel(cancel, "scoring")
+        chunk_labels = labels_t[lo:hi, None]
+        total = None
+        for prefix, source in sources.items():
+            log_p = source.log_proba_tensor(lo, hi)
+            picked = log_p.gather(1, chunk_labels).squeeze(1)
+            ratio = (picked - log_p.max(dim=1).values).exp_().clamp_(tiny, 1.0)
+            top_log, top = torch.topk(log_p, k, dim=1)
+            own[prefix][lo:hi] = picked.cpu().numpy()
+            parts[f"{prefix}_consistency"][lo:hi] = ratio.cpu().numpy()
+            parts[f"{prefix}_top_classes"][lo:hi] = top.cpu().numpy()
+            parts[f"{prefix}_top_probs"][lo:hi] = top_log.exp().cpu().numpy()
+            if len(sources) == 2:
+                total = log_p.exp() if total is None else total + log_p.exp()
+        if total is not None:
+            parts["suggested_both"][lo:hi] = total.argmax(dim=1).cpu().numpy()
         notify(progress, "scores", hi, n, meter.rate(hi))
     for prefix in sources:
         parts[f"{prefix}_loss_score"] = _normalise_within_class(own[prefix], labels, num_classes)
