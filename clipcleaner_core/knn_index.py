@@ -175,7 +175,17 @@ def neighbour_index(features: np.ndarray, *, key: str | None = None,
                     cancel: Callable[[], bool] | None = None) -> NeighbourIndex:
     """A built :class:`NeighbourIndex` over ``features``; with ``key`` (e.g. from
     :func:`index_key`) it is cached under ``cache_root/neighbours/<key>-<method>/`` and loaded
-    from there next time (atomic writes, a sidecar per file)."""
+    from there next time (atomic writes, a sidecar per file).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clipcleaner_core.neighbours import neighbour_index
+    >>> index = neighbour_index(np.eye(3))
+    >>> rows, sims = index.search(np.array([[0.0, 1.0, 0.0]]), 2)
+    >>> rows.tolist()[0][0], index.method_
+    (1, 'exact')
+    """
     folder = None
     if key is not None:
         from .paths import cache_dir
@@ -188,7 +198,15 @@ def neighbour_index(features: np.ndarray, *, key: str | None = None,
 
 
 def index_key(embedding_key: str, sample_index: np.ndarray) -> str:
-    """The cache key of the index over the rows ``sample_index`` of embedding ``embedding_key``."""
+    """The cache key of the index over the rows ``sample_index`` of embedding ``embedding_key``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clipcleaner_core.neighbours import index_key
+    >>> index_key("emb123", np.arange(10)) == index_key("emb123", np.arange(10)), len(index_key("emb123", np.arange(10)))
+    (True, 24)
+    """
     return atomic.hash_json({"embedding": embedding_key,
                              "rows": atomic.hash_array(np.asarray(sample_index, dtype=np.int64))})[:24]
 
@@ -198,7 +216,17 @@ def knn_graph(features: np.ndarray, *, k: int = 10, method: str = "auto", seed: 
               progress: Progress | None = None,
               cancel: Callable[[], bool] | None = None) -> KnnGraph:
     """The kNN graph of ``features`` (N, D): each row's ``k`` nearest other rows (see
-    :class:`KnnGraph`); cached on disk when ``key`` is given."""
+    :class:`KnnGraph`); cached on disk when ``key`` is given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clipcleaner_core.neighbours import knn_graph
+    >>> features = np.array([[1.0, 0.0], [0.99, 0.14], [0.0, 1.0], [0.14, 0.99]])
+    >>> graph = knn_graph(features, k=1)
+    >>> graph.indices.ravel().tolist(), graph.method
+    ([1, 0, 3, 2], 'exact')
+    """
     index = neighbour_index(features, key=key, cache_root=cache_root, method=method, seed=seed,
                             progress=progress, cancel=cancel)
     return index.graph(k, progress=progress, cancel=cancel)

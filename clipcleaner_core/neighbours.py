@@ -59,7 +59,20 @@ TRUST_TOLERANCE = 1e-4
 # ---- scores ----------------------------------------------------------------------------------
 def neighbour_weights(graph: KnnGraph, *, temperature: float = KNN_TEMPERATURE) -> np.ndarray:
     """(N, k) float64 weights ``exp((s_ij - s_i1) / temperature)``: the nearest neighbour weighs
-    1, farther ones less."""
+    1, farther ones less.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> from clipcleaner_core.neighbours import knn_graph
+    >>> p = make_synthetic_problem(200, 2, 8, noise_rate=0.2, seed=0)
+    >>> graph = knn_graph(p["features"], k=5)  # exact search below EXACT_MAX_ROWS rows
+    >>> wrong = p["labels"] != p["true_labels"]
+    >>> from clipcleaner_core.neighbours import neighbour_weights
+    >>> weights = neighbour_weights(graph)
+    >>> weights.shape, bool((weights[:, 0] == 1).all()), bool((weights <= 1).all())
+    ((200, 5), True, True)
+    """
     sims = graph.similarities.astype(np.float64)
     if sims.shape[1] == 0:
         return sims
@@ -73,7 +86,20 @@ def knn_agreement(graph: KnnGraph, labels: np.ndarray, *,
     sample's k neighbours whose given label equals its own (SimiFeat-style voting). With ``trust``
     (N,) in [0, 1] neighbour j's vote is also weighted by ``trust[j]`` (how much its own label is
     believed); a sample whose neighbours all have zero trust falls back to the plain vote. 1.0
-    when the graph has no neighbours (a single sample)."""
+    when the graph has no neighbours (a single sample).
+
+    Examples
+    --------
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> from clipcleaner_core.neighbours import knn_graph
+    >>> p = make_synthetic_problem(200, 2, 8, noise_rate=0.2, seed=0)
+    >>> graph = knn_graph(p["features"], k=5)  # exact search below EXACT_MAX_ROWS rows
+    >>> wrong = p["labels"] != p["true_labels"]
+    >>> from clipcleaner_core.neighbours import knn_agreement
+    >>> agreement = knn_agreement(graph, p["labels"])
+    >>> bool(agreement[wrong].mean() < agreement[~wrong].mean())  # flipped labels agree less
+    True
+    """
     labels = _check_graph_labels(graph, labels)
     if graph.k == 0:
         return np.ones(labels.size)
@@ -102,6 +128,20 @@ def trusted_knn_agreement(graph: KnnGraph, labels: np.ndarray, evidence: np.ndar
     moves by less than ``tolerance`` (at most ``rounds`` rounds). A flipped label inside a
     cluster loses twice: its neighbours carry another label, and those neighbours are trusted;
     a mislabelled neighbour, distrusted by the evidence, barely votes.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> from clipcleaner_core.neighbours import knn_graph
+    >>> p = make_synthetic_problem(200, 2, 8, noise_rate=0.2, seed=0)
+    >>> graph = knn_graph(p["features"], k=5)  # exact search below EXACT_MAX_ROWS rows
+    >>> wrong = p["labels"] != p["true_labels"]
+    >>> from clipcleaner_core.neighbours import knn_agreement, trusted_knn_agreement
+    >>> evidence = (~wrong).astype(float) * 0.8 + 0.1  # what the per-sample scores say
+    >>> trusted = trusted_knn_agreement(graph, p["labels"], evidence)
+    >>> plain = knn_agreement(graph, p["labels"])
+    >>> bool(trusted[wrong].mean() <= plain[wrong].mean()), bool(((trusted >= 0) & (trusted <= 1)).all())
+    (True, True)
     """
     labels = _check_graph_labels(graph, labels)
     evidence = np.asarray(evidence, dtype=np.float64).ravel()
@@ -120,7 +160,16 @@ def trusted_knn_agreement(graph: KnnGraph, labels: np.ndarray, evidence: np.ndar
 
 def class_text_centroids(text_features: np.ndarray, text_labels: np.ndarray, *,
                          num_classes: int) -> np.ndarray:
-    """(K, D) float64: the L2-normalised mean of each class's prompt features."""
+    """(K, D) float64: the L2-normalised mean of each class's prompt features.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clipcleaner_core.neighbours import class_text_centroids
+    >>> text = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    >>> class_text_centroids(text, np.array([0, 0, 1]), num_classes=2).round(3).tolist()
+    [[0.707, 0.707], [0.0, 1.0]]
+    """
     text = np.asarray(text_features, dtype=np.float64)
     labels = np.asarray(text_labels, dtype=np.int64).ravel()
     sums = np.zeros((num_classes, text.shape[1]))
@@ -147,6 +196,19 @@ def lemon_distance(features: np.ndarray, graph: KnnGraph, labels: np.ndarray,
       neighbours: a label's nearest texts are its own), estimated from the kNN graph: same-label
       neighbours count at their distance, missing ones at the k-th neighbour's distance (a lower
       bound, exact when all k neighbours share the label).
+
+    Examples
+    --------
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> from clipcleaner_core.neighbours import knn_graph
+    >>> p = make_synthetic_problem(200, 2, 8, noise_rate=0.2, seed=0)
+    >>> graph = knn_graph(p["features"], k=5)  # exact search below EXACT_MAX_ROWS rows
+    >>> wrong = p["labels"] != p["true_labels"]
+    >>> from clipcleaner_core.neighbours import class_text_centroids, lemon_distance
+    >>> centroids = class_text_centroids(p["text_features"], p["text_labels"], num_classes=2)
+    >>> distance = lemon_distance(p["features"], graph, p["labels"], centroids)
+    >>> bool(distance[wrong].mean() > distance[~wrong].mean())  # a distance: flipped labels are farther
+    True
     """
     labels = _check_graph_labels(graph, labels)
     class_text = np.asarray(class_text, dtype=np.float64)
@@ -181,6 +243,20 @@ def outlier_scores(graph: KnnGraph, text_max_similarity: np.ndarray | None = Non
     ``text_max_similarity`` (N,) (each image's highest cosine similarity to any class text, see
     :func:`max_text_similarity`) the larger of that and the robust z of ``-text_max_similarity``
     (an image that no class describes: zero-shot evidence). Flag ``outlier_z > theta`` (3.5).
+
+    Examples
+    --------
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> from clipcleaner_core.neighbours import knn_graph
+    >>> p = make_synthetic_problem(200, 2, 8, noise_rate=0.2, seed=0)
+    >>> graph = knn_graph(p["features"], k=5)  # exact search below EXACT_MAX_ROWS rows
+    >>> wrong = p["labels"] != p["true_labels"]
+    >>> import numpy as np
+    >>> from clipcleaner_core.neighbours import outlier_scores
+    >>> far = np.vstack([p["features"], -p["features"][:1]])  # one point opposite to everything
+    >>> score, z = outlier_scores(knn_graph(far, k=5))
+    >>> bool(z[-1] > 3.5), bool(score[-1] > np.median(score))  # flagged: farther than the rest
+    (True, True)
     """
     if graph.k == 0:
         score = np.zeros(len(graph))
@@ -195,7 +271,21 @@ def outlier_scores(graph: KnnGraph, text_max_similarity: np.ndarray | None = Non
 def max_text_similarity(features: np.ndarray, class_text: np.ndarray, *,
                         chunk_rows: int = 65_536) -> np.ndarray:
     """(N,) float64: each image's highest cosine similarity to a class text centroid (K, D),
-    computed in row chunks (never the whole (N, K) matrix)."""
+    computed in row chunks (never the whole (N, K) matrix).
+
+    Examples
+    --------
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> from clipcleaner_core.neighbours import knn_graph
+    >>> p = make_synthetic_problem(200, 2, 8, noise_rate=0.2, seed=0)
+    >>> graph = knn_graph(p["features"], k=5)  # exact search below EXACT_MAX_ROWS rows
+    >>> wrong = p["labels"] != p["true_labels"]
+    >>> from clipcleaner_core.neighbours import class_text_centroids, max_text_similarity
+    >>> centroids = class_text_centroids(p["text_features"], p["text_labels"], num_classes=2)
+    >>> best = max_text_similarity(p["features"], centroids)
+    >>> best.shape, bool((best <= 1 + 1e-6).all())
+    ((200,), True)
+    """
     n = np.shape(features)[0]
     text = np.asarray(class_text, dtype=np.float32)
     out = np.empty(n)
@@ -233,7 +323,20 @@ def find_duplicates(graph: KnnGraph, labels: np.ndarray, *, threshold: float = 0
     """Groups of near-identical samples: connected components of the kNN-graph edges whose cosine
     similarity is >= ``threshold`` (in [-1, 1]). A group larger than k + 1 is still found whole
     when its members chain through their neighbours. ``split`` (N,) optional split name or id per
-    sample (e.g. "train" / "test")."""
+    sample (e.g. "train" / "test").
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clipcleaner_core.neighbours import find_duplicates, knn_graph
+    >>> rng = np.random.default_rng(0)
+    >>> features = rng.normal(size=(6, 8))
+    >>> features[5] = features[0]  # row 5 is a copy of row 0 with another label
+    >>> features /= np.linalg.norm(features, axis=1, keepdims=True)
+    >>> duplicates = find_duplicates(knn_graph(features, k=2), np.array([0, 1, 0, 1, 0, 1]))
+    >>> duplicates.group.tolist(), duplicates.conflicting.tolist()
+    ([0, -1, -1, -1, -1, 0], [True, False, False, False, False, True])
+    """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -280,7 +383,21 @@ def rank_by_query(index: NeighbourIndex, query: np.ndarray, *, k: int = 100
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Rows most similar to ``query`` (D,) (an image feature for "more like this", or a text
     feature of the same model for a typed description), nearest first: ``(rows, similarities)``
-    each (min(k, N),)."""
+    each (min(k, N),).
+
+    Examples
+    --------
+    >>> from clipcleaner_core.metrics import make_synthetic_problem
+    >>> from clipcleaner_core.neighbours import knn_graph
+    >>> p = make_synthetic_problem(200, 2, 8, noise_rate=0.2, seed=0)
+    >>> graph = knn_graph(p["features"], k=5)  # exact search below EXACT_MAX_ROWS rows
+    >>> wrong = p["labels"] != p["true_labels"]
+    >>> from clipcleaner_core.neighbours import neighbour_index, rank_by_query
+    >>> index = neighbour_index(p["features"])
+    >>> rows, similarities = rank_by_query(index, p["features"][7], k=3)  # "more like this"
+    >>> int(rows[0]), round(float(similarities[0]), 3)
+    (7, 1.0)
+    """
     query = np.asarray(query, dtype=np.float32).ravel()
     norm = float(np.linalg.norm(query))
     if not norm > 0 or not np.isfinite(norm):

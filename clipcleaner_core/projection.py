@@ -91,6 +91,19 @@ def compute_umap(
     Returns:
         (N, 2) float32 coordinates. With N < n_neighbors + 2 UMAP is not meaningful, so the map is
         the quick layout (first two principal components; zeros with fewer than 2 samples).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from clipcleaner_core.projection import cached_umap, compute_umap
+    >>> features = np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32)
+    >>> cache = tempfile.mkdtemp()
+    >>> coords = compute_umap(features, cache_key="doc-example", cache_root=cache)  # 12 < 15 + 2: the PCA layout
+    >>> coords.shape, coords.dtype.name
+    ((12, 2), 'float32')
+    >>> bool((cached_umap(features, cache_key="doc-example", cache_root=cache) == coords).all())
+    True
     """
     features = _validated_features(features)
     _check_options(cache_key, pca_dims, n_neighbors, min_dist, fit_size, place_neighbors)
@@ -113,7 +126,16 @@ def cached_umap(features: np.ndarray, *, cache_key: str, cache_root: str | Path 
                 pca_dims: int = 50, seed: int | None = 0, n_neighbors: int = 15, min_dist: float = 0.1,
                 fit_size: int = FIT_SIZE, place_neighbors: int = PLACE_NEIGHBORS) -> np.ndarray | None:
     """The map :func:`compute_umap` would return with these arguments if it is already on disk,
-    else None; never computes (milliseconds)."""
+    else None; never computes (milliseconds).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from clipcleaner_core.projection import cached_umap
+    >>> cached_umap(np.zeros((5, 3)), cache_key="never-computed", cache_root=tempfile.mkdtemp()) is None
+    True
+    """
     features = _checked_shape(features)
     _check_options(cache_key, pca_dims, n_neighbors, min_dist, fit_size, place_neighbors)
     params = _params(features, pca_dims, seed, n_neighbors, min_dist, fit_size, place_neighbors)
@@ -125,7 +147,16 @@ def quick_layout(features: np.ndarray, *, seed: int | None = 0, cancel: Cancel |
     while :func:`compute_umap` runs (milliseconds at 10^3 points, seconds at 10^6, no numba).
 
     The axes are estimated from at most ``PCA_FIT_ROWS`` seeded rows, as in :func:`compute_umap`,
-    whose result is turned to match this layout."""
+    whose result is turned to match this layout.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clipcleaner_core.projection import quick_layout
+    >>> features = np.random.default_rng(0).normal(size=(100, 16))
+    >>> quick_layout(features).shape
+    (100, 2)
+    """
     features = _validated_features(features)
     return _pca_projection(features, 2, seed, None, cancel)
 
@@ -150,14 +181,32 @@ def warm_numba_cache() -> float:
 
 
 def umap_cache_path(cache_key: str, params: dict, *, cache_root: str | Path | None = None) -> Path:
-    """Where the map for ``cache_key`` and ``params`` is stored."""
+    """Where the map for ``cache_key`` and ``params`` is stored.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.projection import umap_cache_path
+    >>> path = umap_cache_path("emb123", {"n_neighbors": 15}, cache_root="cache")
+    >>> path.parent.as_posix(), path.name.startswith("emb123-"), path.suffix
+    ('cache/umap', True, '.npy')
+    """
     root = Path(cache_root) if cache_root is not None else cache_dir()
     return root / "umap" / f"{cache_key}-{hash_json(params)[:12]}.npy"
 
 
 def display_sample(n: int, *, max_points: int = 100_000, seed: int = 0) -> np.ndarray:
     """Indices of the points to draw: all of ``range(n)`` when n <= max_points, else a seeded
-    uniform random subset of ``max_points`` of them. Sorted ascending, int64."""
+    uniform random subset of ``max_points`` of them. Sorted ascending, int64.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.projection import display_sample
+    >>> display_sample(5).tolist()
+    [0, 1, 2, 3, 4]
+    >>> rows = display_sample(1_000_000, max_points=1000)
+    >>> len(rows), bool((rows[1:] > rows[:-1]).all())  # a sorted seeded subset
+    (1000, True)
+    """
     if n < 0 or max_points < 1:
         raise ConfigError(f"display_sample: need n >= 0 and max_points >= 1, got n={n}, max_points={max_points}")
     if n <= max_points:

@@ -15,6 +15,9 @@ MODULES = (
     "clipcleaner_core.export",
     "clipcleaner_core.embed",
     "clipcleaner_core.data.sources",
+    "clipcleaner_core.neighbours",
+    "clipcleaner_core.knn_index",
+    "clipcleaner_core.projection",
 )
 
 
