@@ -6,7 +6,9 @@ Every run goes through the router (``app.py``), as in the browser: AppTest would
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Callable
 
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
@@ -60,3 +62,12 @@ def run_until_ready(at: AppTest, *, query_params: dict | None = None) -> AppTest
 def metric(at: AppTest, label: str) -> str:
     """The displayed value of the ``st.metric`` labelled ``label`` (StopIteration if none)."""
     return next(m.value for m in at.metric if m.label == label)
+
+
+def wait_for(condition: Callable[[], bool], *, timeout: float = 60, what: str = "the condition") -> None:
+    """Poll ``condition`` until it holds (fails the test after ``timeout`` seconds): wait on what a
+    test needs, never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:.0f} s"
+        time.sleep(0.02)

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from app_helpers import open_app
+from app_helpers import open_app, wait_for
 from clipcleaner_core import embed
 from clipcleaner_core.errors import Cancelled
 from clipcleaner_core.testing import make_tiny_clip
@@ -70,8 +70,9 @@ def test_cancel_stops_the_embedding_and_keeps_the_encoder(at, tmp_path, monkeypa
     assert not at.button(key="embed_start").disabled
     at.number_input(key="embed_batch").set_value(128)
     at.button(key="embed_start").click().run()
-    assert at.session_state["embed_task"].running
-    time.sleep(0.3)
+    task = at.session_state["embed_task"]
+    assert task.running
+    wait_for(lambda: task.progress.rate is not None, what="the embedding's first progress report")
     at.run()
     bar = at.get("progress")[0]
     assert "images/s" in bar.proto.text and "left" in bar.proto.text
