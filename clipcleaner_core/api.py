@@ -14,11 +14,14 @@ import pandas as pd
 
 from .errors import ConfigError, DataError
 from .progress import Progress
-from .scoring import ScoringConfig, fit_scores
-from .schema import PAPER_SCORE_NAMES
+from .scoring import AUTO_NEIGHBOURS, ScoringConfig, fit_scores
+from .schema import PAPER_SCORE_NAMES, SCORES
 from .selection import SCORE_NAMES, SelectionConfig, score_table, select
 from .validation import check_labels
 
+#: in ``scores``: every paper score the inputs provide
+PAPER_SCORES = "paper"
+NEIGHBOUR_SCORE_NAMES = tuple(score.name for score in SCORES if score.family == "nb")
 
 
 def find_label_issues(
@@ -33,6 +36,9 @@ def find_label_issues(
     temperature: float = 0.07,
     probe: str = "in-sample",
     scores: Iterable[str] | None = None,
+    neighbours: int | None = None,
+    theta_knn: float = 0.5,
+    combine: str = "all",
     seed: int = 0,
     true_labels=None,
     progress: Progress | None = None,
@@ -68,7 +74,15 @@ def find_label_issues(
     scores : iterable of str, optional
         Which of ``"zs_loss", "zs_consistency", "lr_loss", "lr_consistency"`` (the paper) and
         ``"knn_agreement", "lemon"`` (neighbour evidence; ``"lemon"`` needs text features) take
-        part (default: every paper score the inputs provide).
+        part (default: every paper score the inputs provide). ``scores=("paper", "knn_agreement",
+        "lemon")``: ``"paper"`` stands for every paper score the inputs provide.
+    neighbours : int, optional
+        k of the neighbour evidence (0 = none). Default: 10 where the exact kNN graph is cheap
+        (up to 20,000 samples) or when a neighbour score is named in ``scores``, else none.
+    theta_knn : float in [0, 1]
+        A sample passes the kNN agreement when it is >= theta_knn.
+    combine : {"all", "majority"}
+        Keep a sample that passes every enabled score (the paper) or at least half of them.
     seed : int
         Seed of the cross-val folds.
     true_labels : (N,) int array, optional
@@ -107,8 +121,10 @@ def find_label_issues(
     else:
         num_classes = int(max(labels.max(), -1 if text_ids is None else text_ids.max())) + 1
     scoring = ScoringConfig(temperature=temperature, zeroshot=text_features is not None,
-                            probe=probe, seed=seed)
-    selection_config = _selection_config(theta_gmm, theta_cons, scores, scoring)
+                            probe=probe, seed=seed, neighbours=neighbours)
+    selection_config = selection_from_scores(theta_gmm, theta_cons, scores, scoring,
+                                         theta_knn=theta_knn, combine=combine)
+    scoring = with_neighbours_for(selection_config, scoring)
     fit = fit_scores(image_features, labels, num_classes=num_classes,
                      text_features=text_features, text_labels=text_ids, config=scoring,
                      progress=progress)
@@ -131,7 +147,12 @@ def _label_ids(labels, names) -> np.ndarray:
                         num_classes=None if names is None else len(names))
 
 
-def _selection_config(theta_gmm, theta_cons, scores, scoring: ScoringConfig) -> SelectionConfig:
+def selection_from_scores(theta_gmm, theta_cons, scores, scoring: ScoringConfig, *,
+                          theta_knn: float = 0.5, combine: str = "all") -> SelectionConfig:
+    """The SelectionConfig of :func:`find_label_issues`'s arguments: ``scores`` names the scores
+    that take part (None: every paper score ``scoring`` provides; ``"paper"`` inside it stands for
+    them); an unknown name, or one ``scoring`` cannot provide, raises a ConfigError naming the
+    valid ones."""
     provided = {name for name in SCORE_NAMES
                 if (scoring.zeroshot if name.startswith("zs") else
                     scoring.probe != "off" if name.startswith("lr") else
@@ -140,15 +161,31 @@ def _selection_config(theta_gmm, theta_cons, scores, scoring: ScoringConfig) -> 
         chosen = provided & set(PAPER_SCORE_NAMES)
     else:
         chosen = set(scores)
+        if PAPER_SCORES in chosen:
+            chosen = (chosen - {PAPER_SCORES}) | (provided & set(PAPER_SCORE_NAMES))
         unknown = sorted(chosen - set(SCORE_NAMES))
         if unknown:
-            raise ConfigError(f"unknown scores {unknown}; valid scores: {', '.join(SCORE_NAMES)}.")
+            raise ConfigError(f"unknown scores {unknown}; valid scores: {PAPER_SCORES} (all of the "
+                              f"paper's), {', '.join(SCORE_NAMES)}.")
         missing = sorted(chosen - provided)
         if missing:
             raise ConfigError(f"scores {missing} need {'the probe' if missing[0].startswith('lr') else 'text_features'}"
                               f"; the inputs provide {sorted(provided)}.")
-    return SelectionConfig(theta_gmm=theta_gmm, theta_cons=theta_cons,
+    if scoring.neighbours == 0 and chosen & set(NEIGHBOUR_SCORE_NAMES):
+        raise ConfigError(f"scores {sorted(chosen & set(NEIGHBOUR_SCORE_NAMES))} need the neighbour "
+                          "evidence; pass neighbours=k (k >= 1) or leave it unset.")
+    return SelectionConfig(theta_gmm=theta_gmm, theta_cons=theta_cons, theta_knn=theta_knn,
+                           combine=combine,
                            **{f"use_{name}": name in chosen for name in SCORE_NAMES})
+
+
+def with_neighbours_for(selection: SelectionConfig, scoring: ScoringConfig) -> ScoringConfig:
+    """``scoring`` with k of the neighbour evidence set when a neighbour score is asked for and
+    k was left to the default (which computes none above the exact-search limit)."""
+    asked = any(getattr(selection, f"use_{name}") for name in NEIGHBOUR_SCORE_NAMES)
+    if asked and scoring.neighbours is None:
+        return dataclasses.replace(scoring, neighbours=AUTO_NEIGHBOURS)
+    return scoring
 
 
 def clean(
@@ -170,6 +207,10 @@ def clean(
     progress: Progress | None = None,
     theta_gmm: float = 0.5,
     theta_cons: float = 0.8,
+    scores: Iterable[str] | None = None,
+    neighbours: int | None = None,
+    theta_knn: float = 0.5,
+    combine: str = "all",
 ):
     """Embed a dataset, score it and select its clean samples: the CLI's ``run`` in one call.
 
@@ -183,8 +224,9 @@ def clean(
         pretrained tag or a local checkpoint path.
     noise : str, optional
         Synthetic label noise to inject first, e.g. ``"sym:0.4"`` (seeded by ``noise_seed``).
-    theta_gmm, theta_cons, temperature, probe, seed
-        As in :func:`find_label_issues`.
+    theta_gmm, theta_cons, temperature, probe, seed, scores, neighbours, theta_knn, combine
+        As in :func:`find_label_issues` (zero-shot scores count as provided unless the model is
+        ``"pixels"``; scores the fit cannot provide are skipped).
     allow_download : bool
         Let open_clip fetch missing weights (nothing reaches the network otherwise).
 
@@ -210,10 +252,14 @@ def clean(
     dataset = load_dataset(data, format=data_format, split=split)
     if noise:
         dataset = apply_noise(dataset, dataclasses.replace(parse_noise_spec(noise), seed=noise_seed))
-    scoring = ScoringConfig(temperature=temperature, probe=probe, seed=seed)
+    scoring = ScoringConfig(temperature=temperature, probe=probe, seed=seed, neighbours=neighbours)
+    selection = selection_from_scores(theta_gmm, theta_cons, scores,
+                                  dataclasses.replace(scoring, zeroshot=model != "pixels"),
+                                  theta_knn=theta_knn, combine=combine)
+    scoring = with_neighbours_for(selection, scoring)
     prepared = prepare(
         dataset, EncoderSpec(model=model, pretrained=pretrained, device=device),
         prompts=load_prompt_set(prompts) if prompts else None, scoring=scoring,
         cache_root=cache_root, progress=progress, allow_download=allow_download,
     )
-    return select_samples(prepared, SelectionConfig(theta_gmm=theta_gmm, theta_cons=theta_cons))
+    return select_samples(prepared, selection)

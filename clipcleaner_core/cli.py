@@ -56,6 +56,16 @@ def _add_threshold_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=0.07)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prompts", default=None, metavar="JSON", help="a prompt set JSON file")
+    parser.add_argument("--scores", default=None, metavar="NAMES",
+                        help="comma-separated scores that take part: 'paper' (every paper score the "
+                        "inputs provide), zs_loss, zs_consistency, lr_loss, lr_consistency, "
+                        "knn_agreement, lemon (default: the paper's)")
+    parser.add_argument("--neighbours", type=int, default=None, metavar="K",
+                        help="k of the neighbour evidence (0 = none; default 10 up to 20,000 samples "
+                        "or when a neighbour score is named in --scores)")
+    parser.add_argument("--theta-knn", type=float, default=0.5, help="least kNN agreement")
+    parser.add_argument("--combine", default="all", choices=["all", "majority"],
+                        help="keep a sample that passes every enabled score (the paper) or at least half")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,17 +140,32 @@ def _settings(args) -> tuple:
     from clipcleaner_core.scoring import ScoringConfig
     from clipcleaner_core.selection import SelectionConfig
 
+    from clipcleaner_core.api import selection_from_scores, with_neighbours_for
+
     # SelectionConfig checks these too, but its message names the field, not the flag
-    for name in ("theta_gmm", "theta_cons"):
+    for name in ("theta_gmm", "theta_cons", "theta_knn"):
         value = getattr(args, name)
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"--{name.replace('_', '-')} {value} is outside [0, 1]; pick a value in that range.")
     if not 0.0 < args.temperature < float("inf"):
         raise ConfigError(f"--temperature {args.temperature} must be a finite number > 0 (default 0.07).")
+    if args.neighbours is not None and args.neighbours < 0:
+        raise ConfigError(f"--neighbours {args.neighbours} must be >= 0 (0 turns the neighbour evidence off).")
     scoring = ScoringConfig(temperature=args.temperature, zeroshot=not args.no_zeroshot,
-                            probe=args.probe, seed=args.seed)
-    selection = SelectionConfig(theta_gmm=args.theta_gmm, theta_cons=args.theta_cons)
-    return scoring, selection
+                            probe=args.probe, seed=args.seed, neighbours=args.neighbours)
+    scores = _score_list(args)
+    if scores is None:
+        selection = SelectionConfig(theta_gmm=args.theta_gmm, theta_cons=args.theta_cons,
+                                    theta_knn=args.theta_knn, combine=args.combine)
+    else:  # scores a fit cannot provide (zero-shot without text features) are skipped later
+        selection = selection_from_scores(args.theta_gmm, args.theta_cons, scores, scoring,
+                                      theta_knn=args.theta_knn, combine=args.combine)
+    return with_neighbours_for(selection, scoring), selection
+
+
+def _score_list(args) -> list[str] | None:
+    """The names in ``--scores`` (None when not given)."""
+    return None if args.scores is None else [v.strip() for v in args.scores.split(",") if v.strip()]
 
 
 def _load_data(args):
@@ -262,7 +287,8 @@ def cmd_select(args) -> int:
         class_names=None if args.num_classes is None else [str(k) for k in range(args.num_classes)],
         theta_gmm=selection_config.theta_gmm, theta_cons=selection_config.theta_cons,
         temperature=scoring.temperature, probe=scoring.probe, seed=scoring.seed,
-        true_labels=true_labels,
+        scores=_score_list(args), neighbours=args.neighbours, theta_knn=selection_config.theta_knn,
+        combine=selection_config.combine, true_labels=true_labels,
     )
     clean_mask = table["is_clean"].to_numpy(dtype=bool)
     metrics = selection_metrics(clean_mask, table["given_label"].to_numpy(), true_labels,

@@ -288,3 +288,51 @@ def test_exported_tables_read_back_the_neighbour_columns(tmp_path):
                        "is_conflicting_duplicate", "is_outlier"):
             assert back[column].dtype == table[column].dtype, (fmt, column)
             np.testing.assert_array_equal(back[column].to_numpy(), table[column].to_numpy())
+
+
+def test_the_api_and_the_command_line_switch_the_neighbour_scores_on(tmp_path):
+    from clipcleaner_core import find_label_issues
+    from clipcleaner_core.cli import main
+    from clipcleaner_core.export import read_table
+
+    features, labels, _ = clusters(300, seed=16)
+    noisy = labels.copy()
+    noisy[:12] = (labels[:12] + 1) % 6
+    paper = find_label_issues(features, noisy)
+    assert paper["knn_agreement"].isna().all()  # the paper's rule unless asked
+    table = find_label_issues(features, noisy, scores=("paper", "knn_agreement"), neighbours=7,
+                              theta_knn=0.3, combine="majority")
+    assert table["knn_agreement"].notna().all()
+    np.testing.assert_allclose(table["label_score"], table[["lr_clean_prob", "lr_consistency",
+                                                            "knn_agreement"]].mean(axis=1))
+    assert table.loc[:11, "is_label_issue"].all()
+    with pytest.raises(ConfigError, match="need the neighbour evidence"):
+        find_label_issues(features, noisy, scores=("knn_agreement",), neighbours=0)
+    with pytest.raises(ConfigError, match="valid scores: paper"):
+        find_label_issues(features, noisy, scores=("knn",))
+    np.save(tmp_path / "x.npy", features)
+    np.save(tmp_path / "y.npy", noisy)
+    out = tmp_path / "scores.csv"
+    assert main(["select", "--image-features", str(tmp_path / "x.npy"), "--labels",
+                 str(tmp_path / "y.npy"), "--scores", "paper,knn_agreement", "--neighbours", "7",
+                 "--theta-knn", "0.3", "--combine", "majority", "--out", str(out)]) == 0
+    from_cli = read_table(out)
+    np.testing.assert_allclose(from_cli["knn_agreement"], table["knn_agreement"])
+    np.testing.assert_array_equal(from_cli["is_clean"], table["is_clean"])
+    assert main(["select", "--image-features", str(tmp_path / "x.npy"), "--labels",
+                 str(tmp_path / "y.npy"), "--theta-knn", "1.5", "--out", str(out)]) == 2
+
+
+def test_run_takes_the_neighbour_flags(tmp_path):
+    from clipcleaner_core.atomic import read_sidecar
+    from clipcleaner_core.cli import main
+    from clipcleaner_core.export import read_table
+
+    out = tmp_path / "scores.csv"
+    assert main(["run", "--data", "demo", "--model", "pixels", "--scores", "paper,knn_agreement",
+                 "--theta-knn", "0.3", "--combine", "majority", "--out", str(out)]) == 0
+    table = read_table(out)
+    assert table["knn_agreement"].notna().all() and table["lemon_score"].isna().all()
+    selection = read_sidecar(out)["selection"]
+    assert selection["use_knn_agreement"] and selection["combine"] == "majority"
+    assert selection["theta_knn"] == 0.3 and not selection["use_lemon"]
