@@ -39,7 +39,7 @@ from clipcleaner_core.encoders import (
     load_encoder,
     resolve_device,
 )
-from clipcleaner_core.errors import CLIPCleanerError, DataError
+from clipcleaner_core.errors import CLIPCleanerError, ConfigError, DataError
 from clipcleaner_core.paths import cache_dir
 from clipcleaner_core.progress import Cancel, Progress
 from clipcleaner_core.weights import resolve_weights
@@ -257,7 +257,7 @@ def _fetch_if_allowed(spec: EncoderSpec, allow_download: bool) -> None:
 
 def _validate(dataset, batch_size, num_workers, chunk_size, dtype="float32") -> None:
     if dtype not in DTYPES:
-        raise CLIPCleanerError(f"unknown features dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+        raise ConfigError(f"unknown features dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     if len(dataset) == 0:
         raise DataError(f"dataset {dataset.name!r} has no samples to embed")
     for name, value, low in (("batch_size", batch_size, 1), ("chunk_size", chunk_size, 1),

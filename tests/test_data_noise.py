@@ -74,7 +74,7 @@ def test_instance_dependent_noise_rate_seed_and_dependence_on_features(rate):
     assert flip_rate(true, noisy) == pytest.approx(rate, abs=0.03)
     np.testing.assert_array_equal(noisy, instance_dependent_noise(true, features, 10, rate, seed=1))
     # same features, same class -> the flip targets concentrate (part-dependent, not uniform)
-    twins = instance_dependent_noise(np.zeros(2000, int), np.tile(features[:1], (2000, 1)), 10, rate, 1)
+    twins = instance_dependent_noise(np.zeros(2000, int), np.tile(features[:1], (2000, 1)), 10, rate, seed=1)
     targets = twins[twins != 0]
     top_two = np.sort(np.bincount(targets, minlength=10))[-2:].sum()
     assert top_two > 0.8 * len(targets)  # uniform flips would put ~22% in the top two

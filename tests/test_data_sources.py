@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from clipcleaner_core.data import detect_format, load_cifar, load_dataset, load_imagefolder, load_manifest
-from clipcleaner_core.errors import DataError
+from clipcleaner_core.errors import ConfigError, DataError
 from clipcleaner_core.validation import integer_label, is_missing_label, is_non_integer_number
 
 
@@ -216,9 +216,9 @@ def test_cifar_pickle_carrying_code_is_refused(tmp_path):
 def test_load_dataset_dispatch_and_format_override(tmp_path):
     _tree(tmp_path, {"cat/1.png": PNG})
     assert detect_format("demo") == "demo"
-    with pytest.raises(DataError, match="unknown dataset format 'zip'.*imagefolder"):
+    with pytest.raises(ConfigError, match="unknown dataset format 'zip'.*imagefolder"):
         load_dataset(tmp_path, format="zip")
-    with pytest.raises(DataError, match="unknown split"):
+    with pytest.raises(ConfigError, match="unknown split"):
         load_dataset(tmp_path, split="dev")
     with pytest.raises(DataError, match="no batches.meta"):
         load_dataset(tmp_path, format="cifar10")

@@ -17,7 +17,7 @@ from clipcleaner_core.storage import StorageError
 from clipcleaner_core.data.dataset import Dataset
 from clipcleaner_core.embed import embed_dataset, embed_texts, embedding_key, load_embedding
 from clipcleaner_core.encoders import EncoderSpec, load_encoder
-from clipcleaner_core.errors import Cancelled, CLIPCleanerError, DataError
+from clipcleaner_core.errors import Cancelled, CLIPCleanerError, ConfigError, DataError
 from clipcleaner_core.testing import make_tiny_clip
 from fault_helpers import run_paused, small_disk
 
@@ -302,7 +302,7 @@ def test_float16_features_are_the_float32_ones_rounded_under_their_own_key(tmp_p
                                    "encoder": encoder_identity(PIXELS)})[:24]
     assert full.key == old_recipe == embedding_key(dataset, PIXELS)  # float32 caches stay valid
     assert (half.folder / "features.npy").stat().st_size < 0.6 * (full.folder / "features.npy").stat().st_size
-    with pytest.raises(CLIPCleanerError, match="unknown features dtype 'float64'"):
+    with pytest.raises(ConfigError, match="unknown features dtype 'float64'"):
         embed_dataset(dataset, PIXELS, cache_root=tmp_path, dtype="float64")
 
 

@@ -90,7 +90,7 @@ def flip_rate(true: np.ndarray, noisy: np.ndarray) -> float:
     return float(np.mean(true != noisy)) if len(true) else 0.0
 
 
-def symmetric_noise(true: np.ndarray, num_classes: int, rate: float, seed: int = 0) -> np.ndarray:
+def symmetric_noise(true: np.ndarray, num_classes: int, rate: float, *, seed: int = 0) -> np.ndarray:
     """Pick round(rate * N) samples uniformly and give each a label drawn uniformly from all K classes.
 
     The new label may equal the true one, so the effective flip rate is about rate * (K - 1) / K.
@@ -103,7 +103,7 @@ def symmetric_noise(true: np.ndarray, num_classes: int, rate: float, seed: int =
     return noisy
 
 
-def asymmetric_cifar10_noise(true: np.ndarray, rate: float, seed: int = 0, *,
+def asymmetric_cifar10_noise(true: np.ndarray, rate: float, *, seed: int = 0,
                              class_names=CIFAR10_CLASSES) -> np.ndarray:
     """Flip round(rate * n_c) samples of each source class c to its CIFAR-10 look-alike.
 
@@ -128,7 +128,7 @@ def asymmetric_cifar10_noise(true: np.ndarray, rate: float, seed: int = 0, *,
 
 
 def instance_dependent_noise(true: np.ndarray, features: np.ndarray, num_classes: int,
-                             rate: float, seed: int = 0) -> np.ndarray:
+                             rate: float, *, seed: int = 0) -> np.ndarray:
     """Part-dependent noise of Xia et al. (NeurIPS 2020).
 
     Each sample's flip rate q_i is drawn from a normal around ``rate`` (std 0.1) truncated to
@@ -241,15 +241,15 @@ def apply_noise(dataset: Dataset, spec: NoiseSpec | str, *, features: np.ndarray
 def _generate(dataset: Dataset, spec: NoiseSpec, clean: np.ndarray, features) -> np.ndarray:
     k = dataset.num_classes
     if spec.mode == "sym":
-        return symmetric_noise(clean, k, spec.rate, spec.seed)
+        return symmetric_noise(clean, k, spec.rate, seed=spec.seed)
     if spec.mode == "asym":
-        return asymmetric_cifar10_noise(clean, spec.rate, spec.seed, class_names=dataset.class_names)
+        return asymmetric_cifar10_noise(clean, spec.rate, seed=spec.seed, class_names=dataset.class_names)
     if spec.mode == "idn":
         if features is None:
             from .features import pixel_features
 
             features = pixel_features(dataset)
-        return instance_dependent_noise(clean, features, k, spec.rate, spec.seed)
+        return instance_dependent_noise(clean, features, k, spec.rate, seed=spec.seed)
     file_clean, noisy = noise_from_file(spec.path, class_names=dataset.class_names)
     if len(noisy) != len(clean):
         raise DataError(f"noise file {spec.path} has {len(noisy)} labels but the dataset has "

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .cifar import CIFAR10_FOLDER, CIFAR100_FOLDER, cifar_variant, load_cifar
 from .dataset import BAD_FILE_COLUMNS, Dataset
 from .embeddings import is_embeddings_folder, load_embeddings_dataset
@@ -74,12 +74,12 @@ def load_dataset(spec: str | os.PathLike, *, format: str | None = None, split: s
     >>> load_dataset("demo", format="excel")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    clipcleaner_core.errors.DataError: unknown dataset format 'excel'; use one of ...
+    clipcleaner_core.errors.ConfigError: unknown dataset format 'excel'; use one of ...
     """
     if split not in SPLITS:
-        raise DataError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if format is not None and format not in FORMATS:
-        raise DataError(f"unknown dataset format {format!r}; use one of {', '.join(FORMATS)}")
+        raise ConfigError(f"unknown dataset format {format!r}; use one of {', '.join(FORMATS)}")
     kind = format or detect_format(spec)
     if kind == "demo":
         from .demo import load_demo
