@@ -118,27 +118,40 @@ def embed_dataset(
 ) -> EmbeddingSet:
     """Embed every image of ``dataset`` with ``encoder_spec``, reusing the cache when possible.
 
-    Args:
-        dataset: a :class:`~clipcleaner_core.data.dataset.Dataset` (files or in-memory images).
-        encoder_spec: which encoder; weights must be local unless ``allow_download``.
-        cache_root: cache folder (default :func:`clipcleaner_core.paths.cache_dir`).
-        batch_size: images per model call.
-        num_workers: DataLoader worker processes (None: one per CPU core, at most 8; 0 for
-            datasets of at most one batch).
-        chunk_size: images per resumable chunk file (a resumed run keeps the original size).
-        progress: ``progress("embed", done, total, images_per_s)`` after every batch
-            (:mod:`clipcleaner_core.progress`).
-        cancel: polled after every batch; returning True saves the complete chunks and raises
-            :class:`~clipcleaner_core.errors.Cancelled`. Calling again resumes.
-        allow_download: permit downloading missing weights.
-        dtype: ``"float32"`` or ``"float16"`` (half the disk and memory; the clean set is the
-            same within Jaccard 0.999).
-        distributed: a :class:`~clipcleaner_core.train.distributed.Distributed` of a ``torchrun``
-            job: rank ``r`` embeds chunks ``c`` with ``c % world_size == r`` and every rank returns
-            the same set (see :mod:`clipcleaner_core.embed_sharded`). None: this process alone.
+    Parameters
+    ----------
+    dataset
+        a :class:`~clipcleaner_core.data.dataset.Dataset` (files or in-memory images).
+    encoder_spec
+        which encoder; weights must be local unless ``allow_download``.
+    cache_root
+        cache folder (default :func:`clipcleaner_core.paths.cache_dir`).
+    batch_size
+        images per model call.
+    num_workers
+        DataLoader worker processes (None: one per CPU core, at most 8; 0 for
+        datasets of at most one batch).
+    chunk_size
+        images per resumable chunk file (a resumed run keeps the original size).
+    progress
+        ``progress("embed", done, total, images_per_s)`` after every batch
+        (:mod:`clipcleaner_core.progress`).
+    cancel
+        polled after every batch; returning True saves the complete chunks and raises
+        :class:`~clipcleaner_core.errors.Cancelled`. Calling again resumes.
+    allow_download
+        permit downloading missing weights.
+    dtype
+        ``"float32"`` or ``"float16"`` (half the disk and memory; the clean set is the
+        same within Jaccard 0.999).
+    distributed
+        a :class:`~clipcleaner_core.train.distributed.Distributed` of a ``torchrun``
+        job: rank ``r`` embeds chunks ``c`` with ``c % world_size == r`` and every rank returns
+        the same set (see :mod:`clipcleaner_core.embed_sharded`). None: this process alone.
 
-    Returns:
-        :class:`EmbeddingSet` with (N, D) L2-normalised features of ``dtype``.
+    Returns
+    -------
+    :class:`EmbeddingSet` with (N, D) L2-normalised features of ``dtype``.
 
     Examples
     --------

@@ -63,19 +63,30 @@ def export(table: pd.DataFrame, fmt: str, out: str | os.PathLike, *, dataset: "D
            cancel: Callable[[], bool] | None = None) -> Path:
     """Write ``table`` to ``out`` as ``fmt`` and return ``out``.
 
-    Args:
-        table: score table (DESIGN §6), one row per sample, decisions applied.
-        fmt: "csv", "parquet", "json" (the table), "manifest" (CSV ``path,label`` of the kept samples,
-            label = class name of ``final_label``), "imagefolder" (``out/<class>/<file>`` of the kept
-            samples; needs ``dataset``) or "recipe" (JSON of ``meta`` + table summary and hash).
-        dataset: the dataset the table describes (needed for "imagefolder"; gives paths and names).
-        class_names: names of labels 0..K-1 (default: the dataset's; else the numbers).
-        meta: settings that produced the table (model, prompts hash, thresholds...), saved in sidecars.
-        link: "symlink" or "copy" for file-backed ImageFolder exports (in-memory images become PNGs).
-        clean_only: table formats keep only the kept samples.
-        overwrite: replace an existing non-empty ImageFolder export (built aside, swapped in at once).
-        progress: ``progress("export", done, total, rate)`` while ImageFolder files are written.
-        cancel: ``cancel() -> bool``; True stops an ImageFolder export (nothing is left behind).
+    Parameters
+    ----------
+    table
+        score table (DESIGN §6), one row per sample, decisions applied.
+    fmt
+        "csv", "parquet", "json" (the table), "manifest" (CSV ``path,label`` of the kept samples,
+        label = class name of ``final_label``), "imagefolder" (``out/<class>/<file>`` of the kept
+        samples; needs ``dataset``) or "recipe" (JSON of ``meta`` + table summary and hash).
+    dataset
+        the dataset the table describes (needed for "imagefolder"; gives paths and names).
+    class_names
+        names of labels 0..K-1 (default: the dataset's; else the numbers).
+    meta
+        settings that produced the table (model, prompts hash, thresholds...), saved in sidecars.
+    link
+        "symlink" or "copy" for file-backed ImageFolder exports (in-memory images become PNGs).
+    clean_only
+        table formats keep only the kept samples.
+    overwrite
+        replace an existing non-empty ImageFolder export (built aside, swapped in at once).
+    progress
+        ``progress("export", done, total, rate)`` while ImageFolder files are written.
+    cancel
+        ``cancel() -> bool``; True stops an ImageFolder export (nothing is left behind).
 
     Examples
     --------

@@ -42,9 +42,13 @@ class ClassMixtures:
 def clean_probability(scores: np.ndarray, labels: np.ndarray, *, num_classes: int) -> np.ndarray:
     """(N,) float64 clean probability in [0, 1] (higher = more likely correct).
 
-    Args:
-        scores: (N,) loss scores (any finite reals; higher = more likely clean).
-        labels: (N,) int given labels in [0, num_classes).
+    Parameters
+    ----------
+    scores
+        (N,) loss scores (any finite reals; higher = more likely clean).
+    labels
+        (N,) int given labels in [0, num_classes).
+
     Classes with fewer than 2 samples, or whose scores are all equal, get 1.0.
 
     Examples

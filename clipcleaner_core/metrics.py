@@ -24,20 +24,26 @@ def selection_metrics(
 ) -> dict:
     """Summarise a selection.
 
-    Args:
-        clean_mask: (N,) bool, True = kept as clean.
-        given: (N,) int, the given (possibly wrong) labels.
-        true: (N,) int ground-truth labels, or None.
-        label_score: (N,) float in [0, 1], higher = more likely correct; used for the AUROC.
+    Parameters
+    ----------
+    clean_mask
+        (N,) bool, True = kept as clean.
+    given
+        (N,) int, the given (possibly wrong) labels.
+    true
+        (N,) int ground-truth labels, or None.
+    label_score
+        (N,) float in [0, 1], higher = more likely correct; used for the AUROC.
 
-    Returns:
-        dict with ``n``, ``kept``, ``flagged`` and ``estimated_noise_rate`` (= flagged / n, the
-        share of samples the selection believes are mislabelled; no ground truth needed) always;
-        with ``true``: ``true_noise_rate`` (share with given != true), ``precision`` (share of
-        kept samples whose given label is correct), ``recall`` (share of correctly labelled
-        samples that are kept), ``f1`` and ``auroc`` (area under the ROC curve of
-        ``1 - label_score`` for finding wrong labels; NaN when only one kind of sample exists or
-        no score is given). Undefined ratios (0 / 0) are NaN.
+    Returns
+    -------
+    dict with ``n``, ``kept``, ``flagged`` and ``estimated_noise_rate`` (= flagged / n, the
+    share of samples the selection believes are mislabelled; no ground truth needed) always;
+    with ``true``: ``true_noise_rate`` (share with given != true), ``precision`` (share of
+    kept samples whose given label is correct), ``recall`` (share of correctly labelled
+    samples that are kept), ``f1`` and ``auroc`` (area under the ROC curve of
+    ``1 - label_score`` for finding wrong labels; NaN when only one kind of sample exists or
+    no score is given). Undefined ratios (0 / 0) are NaN.
 
     Examples
     --------
@@ -197,9 +203,10 @@ def make_synthetic_problem(
     little noise (``prompts_per_class`` prompts per class). A ``noise_rate`` share of samples get
     a label drawn uniformly from all classes (symmetric noise; it may equal the true one).
 
-    Returns:
-        dict with ``features`` (n, dim) float32, ``labels`` (given, n,) int64, ``true_labels``,
-        ``text_features`` (num_classes * prompts_per_class, dim) float32, ``text_labels``.
+    Returns
+    -------
+    dict with ``features`` (n, dim) float32, ``labels`` (given, n,) int64, ``true_labels``,
+    ``text_features`` (num_classes * prompts_per_class, dim) float32, ``text_labels``.
 
     Examples
     --------

@@ -162,16 +162,25 @@ def prepare(
 ) -> Prepared:
     """Embed ``dataset`` and fit every score; both steps are cached by content.
 
-    Args:
-        dataset: the labelled dataset.
-        encoder_spec: which encoder to use (``EncoderSpec(model="pixels")`` needs no weights).
-        prompts: prompt ensemble for zero-shot; None picks the built-in set for the dataset.
-        scoring: temperature, probe mode and seed of the fit.
-        cache_root: cache folder (default: :func:`clipcleaner_core.paths.cache_dir`).
-        progress: called as ``progress(stage, done, total, rate)``.
-        cancel: returning True stops the embedding (raises :class:`~clipcleaner_core.errors.Cancelled`).
-        allow_download: let open_clip fetch missing weights (off by default: nothing reaches the
-            network unless the user asks).
+    Parameters
+    ----------
+    dataset
+        the labelled dataset.
+    encoder_spec
+        which encoder to use (``EncoderSpec(model="pixels")`` needs no weights).
+    prompts
+        prompt ensemble for zero-shot; None picks the built-in set for the dataset.
+    scoring
+        temperature, probe mode and seed of the fit.
+    cache_root
+        cache folder (default: :func:`clipcleaner_core.paths.cache_dir`).
+    progress
+        called as ``progress(stage, done, total, rate)``.
+    cancel
+        returning True stops the embedding (raises :class:`~clipcleaner_core.errors.Cancelled`).
+    allow_download
+        let open_clip fetch missing weights (off by default: nothing reaches the
+        network unless the user asks).
     """
     root = Path(cache_root) if cache_root is not None else cache_dir()
     if dataset.kind == "embeddings":

@@ -179,18 +179,27 @@ def fit_probe(
 ) -> LinearProbe:
     """Fit the balanced logistic-regression probe.
 
-    Args:
-        features: (N, D) float image features (L2-normalised CLIP embeddings); float32, float16 or
-            a read-only memmap are read in row chunks, never copied whole.
-        labels: (N,) int given labels in [0, num_classes).
-        num_classes: K.
-        c: inverse L2 strength, scikit-learn's ``C``.
-        tol: L-BFGS ``gtol`` (max |projected gradient|) in preconditioned coordinates.
-        progress: ``progress("probe", iterations, estimate, iterations_per_s)``.
-        cancel: polled between iterations; True raises :class:`~clipcleaner_core.errors.Cancelled`.
-        device: where the loss and gradient are evaluated: ``"auto"`` (a CUDA GPU when torch
-            sees one, else NumPy on the CPU), ``"cpu"``, ``"cuda[:N]"``; or the
-            :class:`~clipcleaner_core.accel.DeviceRows` of these features, to share one upload.
+    Parameters
+    ----------
+    features
+        (N, D) float image features (L2-normalised CLIP embeddings); float32, float16 or
+        a read-only memmap are read in row chunks, never copied whole.
+    labels
+        (N,) int given labels in [0, num_classes).
+    num_classes
+        K.
+    c
+        inverse L2 strength, scikit-learn's ``C``.
+    tol
+        L-BFGS ``gtol`` (max |projected gradient|) in preconditioned coordinates.
+    progress
+        ``progress("probe", iterations, estimate, iterations_per_s)``.
+    cancel
+        polled between iterations; True raises :class:`~clipcleaner_core.errors.Cancelled`.
+    device
+        where the loss and gradient are evaluated: ``"auto"`` (a CUDA GPU when torch
+        sees one, else NumPy on the CPU), ``"cpu"``, ``"cuda[:N]"``; or the
+        :class:`~clipcleaner_core.accel.DeviceRows` of these features, to share one upload.
 
     Examples
     --------

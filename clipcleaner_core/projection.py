@@ -69,28 +69,40 @@ def compute_umap(
 ) -> np.ndarray:
     """Embed ``features`` in 2-D with UMAP (fitted on at most ``fit_size`` points), cached on disk.
 
-    Args:
-        features: (N, D) float array, one row per sample (e.g. L2-normalised CLIP features); a
-            float16 / float32 memmap is read in row chunks.
-        cache_key: names the features (e.g. the embedding key plus a hash of the row selection);
-            letters, digits, ``.``, ``_`` and ``-`` only. Parameters are added to it automatically.
-        cache_root: cache folder (default :func:`clipcleaner_core.paths.cache_dir`).
-        pca_dims: when D > pca_dims, PCA (seeded) reduces to this many dimensions first.
-        seed: random state for the samples, PCA and UMAP: seeded UMAP runs on one thread and
-            repeats exactly; ``None`` runs it on every core, ~1.8x faster on 2 cores, but two runs
-            differ slightly (the cache makes one run serve every later visit).
-        n_neighbors, min_dist: UMAP parameters.
-        fit_size: up to this many points umap-learn fits them all; above, it fits a seeded
-            sample of this size and the other points are placed by their nearest sample points.
-        place_neighbors: how many nearest sample points place each other point.
-        progress: optional ``progress(stage, done, total, rate)``: ``"pca"`` (rows projected),
-            ``"umap"`` (epochs), ``"place"`` (rows placed), ``"done"``; ``rate`` is per second.
-        cancel: optional ``cancel() -> bool``, polled between chunks and UMAP epochs; True raises
-            :class:`~clipcleaner_core.errors.Cancelled` and nothing is written.
+    Parameters
+    ----------
+    features
+        (N, D) float array, one row per sample (e.g. L2-normalised CLIP features); a
+        float16 / float32 memmap is read in row chunks.
+    cache_key
+        names the features (e.g. the embedding key plus a hash of the row selection);
+        letters, digits, ``.``, ``_`` and ``-`` only. Parameters are added to it automatically.
+    cache_root
+        cache folder (default :func:`clipcleaner_core.paths.cache_dir`).
+    pca_dims
+        when D > pca_dims, PCA (seeded) reduces to this many dimensions first.
+    seed
+        random state for the samples, PCA and UMAP: seeded UMAP runs on one thread and
+        repeats exactly; ``None`` runs it on every core, ~1.8x faster on 2 cores, but two runs
+        differ slightly (the cache makes one run serve every later visit).
+    n_neighbors, min_dist
+        UMAP parameters.
+    fit_size
+        up to this many points umap-learn fits them all; above, it fits a seeded
+        sample of this size and the other points are placed by their nearest sample points.
+    place_neighbors
+        how many nearest sample points place each other point.
+    progress
+        optional ``progress(stage, done, total, rate)``: ``"pca"`` (rows projected),
+        ``"umap"`` (epochs), ``"place"`` (rows placed), ``"done"``; ``rate`` is per second.
+    cancel
+        optional ``cancel() -> bool``, polled between chunks and UMAP epochs; True raises
+        :class:`~clipcleaner_core.errors.Cancelled` and nothing is written.
 
-    Returns:
-        (N, 2) float32 coordinates. With N < n_neighbors + 2 UMAP is not meaningful, so the map is
-        the quick layout (first two principal components; zeros with fewer than 2 samples).
+    Returns
+    -------
+    (N, 2) float32 coordinates. With N < n_neighbors + 2 UMAP is not meaningful, so the map is
+    the quick layout (first two principal components; zeros with fewer than 2 samples).
 
     Examples
     --------

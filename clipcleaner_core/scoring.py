@@ -217,10 +217,15 @@ def zero_shot_log_probabilities(
 ) -> np.ndarray:
     """(N, K) float64 log p_zs with ``p_zs[i,k] = softmax_k(logsumexp_{j: class k}(<f_i,t_j>/tau))``.
 
-    Args:
-        image_features: (N, D) L2-normalised image features.
-        text_features: (M, D) L2-normalised prompt features.
-        text_labels: (M,) int class of each prompt; every class needs at least one prompt.
+    Parameters
+    ----------
+    image_features
+        (N, D) L2-normalised image features.
+    text_features
+        (M, D) L2-normalised prompt features.
+    text_labels
+        (M,) int class of each prompt; every class needs at least one prompt.
+
     Computed in log space, so any temperature > 0 is safe from overflow.
 
     Examples
@@ -321,19 +326,25 @@ def fit_scores(
     rows, ``"mixtures"``); ``cancel()`` returning True raises
     :class:`~clipcleaner_core.errors.Cancelled` between chunks.
 
-    Args:
-        image_features: (N, D) L2-normalised image features, float32 or float16 (a read-only
-            memmap is fine: it is read chunk by chunk, never copied whole).
-        labels: (N,) int given labels in [0, num_classes).
-        text_features, text_labels: (M, D) prompt features and (M,) their classes; required
-            when ``config.zeroshot`` is True.
-        knn: a precomputed kNN graph of ``image_features`` with at least ``config.neighbours``
-            neighbours (e.g. the cached one of :func:`clipcleaner_core.neighbours.knn_graph`);
-            built in memory when None and ``config.neighbours > 0``.
-        device: where the probe's loss and gradient and the zero-shot and probe products run:
-            ``"auto"`` (a CUDA GPU when torch sees one, else NumPy on the CPU), ``"cpu"``,
-            ``"cuda[:N]"`` (see :mod:`clipcleaner_core.accel`). The selection is the same up to
-            float rounding.
+    Parameters
+    ----------
+    image_features
+        (N, D) L2-normalised image features, float32 or float16 (a read-only
+        memmap is fine: it is read chunk by chunk, never copied whole).
+    labels
+        (N,) int given labels in [0, num_classes).
+    text_features, text_labels
+        (M, D) prompt features and (M,) their classes; required
+        when ``config.zeroshot`` is True.
+    knn
+        a precomputed kNN graph of ``image_features`` with at least ``config.neighbours``
+        neighbours (e.g. the cached one of :func:`clipcleaner_core.neighbours.knn_graph`);
+        built in memory when None and ``config.neighbours > 0``.
+    device
+        where the probe's loss and gradient and the zero-shot and probe products run:
+        ``"auto"`` (a CUDA GPU when torch sees one, else NumPy on the CPU), ``"cpu"``,
+        ``"cuda[:N]"`` (see :mod:`clipcleaner_core.accel`). The selection is the same up to
+        float rounding.
 
     Examples
     --------

@@ -81,29 +81,40 @@ def train(
 ) -> RunResult:
     """Train ``config.backbone`` on the cleaned set and write the run folder.
 
-    Args:
-        config: the run's settings; ``None`` schedule fields come from the preset (see
-            :func:`~clipcleaner_core.train.config.resolve_config`).
-        run_dir: the run folder (default: ``<cache>/runs/<config hash>``). An existing folder
-            with a last checkpoint of the same config is resumed; one of another config is refused.
-        dataset: a loaded :class:`~clipcleaner_core.data.dataset.Dataset` (default: ``config.data``).
-        features: (N, D) per-sample features for the linear / MLP heads (default: embedded with
-            ``config.model``, cached).
-        selection: a score table DataFrame (index, is_clean, final_label); default:
-            ``config.selection`` or the default thresholds.
-        progress: ``progress(stage, done, total, rate)`` (:mod:`clipcleaner_core.progress`):
-            the preparation's stages ("embed", "probe", ...), then ``"train"`` in SGD steps of
-            the whole run and ``"epoch"`` in finished epochs; the epoch's metrics are in the log
-            and ``metrics.jsonl``.
-        cancel: polled between batches; True stops the run, marks ``status.json`` "cancelled"
-            (the last finished epoch stays the resume point) and raises
-            :class:`~clipcleaner_core.errors.Cancelled`.
+    Parameters
+    ----------
+    config
+        the run's settings; ``None`` schedule fields come from the preset (see
+        :func:`~clipcleaner_core.train.config.resolve_config`).
+    run_dir
+        the run folder (default: ``<cache>/runs/<config hash>``). An existing folder
+        with a last checkpoint of the same config is resumed; one of another config is refused.
+    dataset
+        a loaded :class:`~clipcleaner_core.data.dataset.Dataset` (default: ``config.data``).
+    features
+        (N, D) per-sample features for the linear / MLP heads (default: embedded with
+        ``config.model``, cached).
+    selection
+        a score table DataFrame (index, is_clean, final_label); default:
+        ``config.selection`` or the default thresholds.
+    progress
+        ``progress(stage, done, total, rate)`` (:mod:`clipcleaner_core.progress`):
+        the preparation's stages ("embed", "probe", ...), then ``"train"`` in SGD steps of
+        the whole run and ``"epoch"`` in finished epochs; the epoch's metrics are in the log
+        and ``metrics.jsonl``.
+    cancel
+        polled between batches; True stops the run, marks ``status.json`` "cancelled"
+        (the last finished epoch stays the resume point) and raises
+        :class:`~clipcleaner_core.errors.Cancelled`.
 
-    Returns:
-        :class:`RunResult` of the finished run.
+    Returns
+    -------
+    :class:`RunResult` of the finished run.
 
-    Raises:
-        Cancelled: when ``cancel()`` returned True; running the same call again resumes.
+    Raises
+    ------
+    Cancelled
+        when ``cancel()`` returned True; running the same call again resumes.
     """
     ctx = Distributed.setup(config.device)
     early = RunDir(run_dir, writer=ctx.is_main) if run_dir is not None else None
