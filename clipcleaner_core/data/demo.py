@@ -19,6 +19,13 @@ def load_demo(*, noise_rate: float = 0.4, seed: int = 0, size: int = 32) -> Data
     ``noise_rate`` is the symmetric-noise rate of DESIGN section 4 (a replaced label may coincide with
     the true one, so 0.4 flips about 36% of labels; ``dataset.noise["flip_rate"]`` has the exact
     figure). The clean labels are kept in ``true_labels``. ``noise_rate=0`` gives the clean digits.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.data import flip_rate, load_demo
+    >>> demo = load_demo(noise_rate=0.2, seed=1)
+    >>> len(demo), demo.images.shape[1:], round(flip_rate(demo.true_labels, demo.labels), 2)
+    (1797, (32, 32, 3), 0.18)
     """
     if not 8 <= int(size) <= 512:
         raise DataError(f"demo image size {size!r} must be between 8 and 512 pixels")
@@ -45,7 +52,15 @@ def load_demo(*, noise_rate: float = 0.4, seed: int = 0, size: int = 32) -> Data
 
 
 def holdout_split(n: int, *, fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of ``range(n)`` into (train_idx, test_idx), each sorted; test has round(n * fraction)."""
+    """Seeded split of ``range(n)`` into (train_idx, test_idx), each sorted; test has round(n * fraction).
+
+    Examples
+    --------
+    >>> from clipcleaner_core.data import holdout_split
+    >>> train, test = holdout_split(10, fraction=0.2, seed=0)
+    >>> len(train), len(test), sorted(set(train) | set(test)) == list(range(10))
+    (8, 2, True)
+    """
     if not 0.0 < fraction < 1.0:
         raise DataError(f"holdout fraction {fraction!r} must lie strictly between 0 and 1, e.g. 0.2")
     if n < 2:

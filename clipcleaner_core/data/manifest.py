@@ -32,6 +32,21 @@ def load_manifest(path: str | os.PathLike, *, split: str = "train") -> Dataset:
     class; missing labels (empty, NaN, None), non-integer numbers (0.5) and a path listed twice
     with different labels are refused, naming the rows; a path listed twice with the same labels
     is kept once and its later rows are listed in ``bad_files``.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from PIL import Image
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name, colour in [("cat/a.png", "red"), ("cat/b.png", "red"), ("dog/c.png", "blue")]:
+    ...     (root / name).parent.mkdir(exist_ok=True)
+    ...     Image.new("RGB", (8, 8), colour).save(root / name)
+    >>> from clipcleaner_core.data import load_manifest
+    >>> rows = ["path,label", "cat/a.png,cat", "dog/c.png,cat"]  # c.png is mislabelled
+    >>> _ = (root / "labels.csv").write_text(chr(10).join(rows))
+    >>> dataset = load_manifest(root / "labels.csv")
+    >>> len(dataset), dataset.class_names, dataset.labels.tolist()
+    (2, ('cat',), [0, 0])
     """
     path = Path(path)
     table, rows = _read_rows(path, split)

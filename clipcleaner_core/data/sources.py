@@ -109,6 +109,19 @@ def load_imagefolder(root: str | os.PathLike, *, split: str = "train") -> Datase
     with its reason: unreadable folders (permissions, a path longer than the system allows), names
     that are not valid UTF-8, hidden files and folders inside class folders, SVG and other non-image
     files, linked sub-folders, and images lying outside every class folder.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from PIL import Image
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name, colour in [("cat/a.png", "red"), ("cat/b.png", "red"), ("dog/c.png", "blue")]:
+    ...     (root / name).parent.mkdir(exist_ok=True)
+    ...     Image.new("RGB", (8, 8), colour).save(root / name)
+    >>> from clipcleaner_core.data import load_imagefolder
+    >>> dataset = load_imagefolder(root)
+    >>> dataset.class_names, dataset.labels.tolist()
+    (('cat', 'dog'), [0, 0, 1])
     """
     root = Path(root).expanduser()
     if not root.is_dir():
