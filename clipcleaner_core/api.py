@@ -39,6 +39,7 @@ def find_label_issues(
     neighbours: int | None = None,
     theta_knn: float = 0.5,
     combine: str = "all",
+    other_split_features: np.ndarray | None = None,
     seed: int = 0,
     true_labels=None,
     progress: Progress | None = None,
@@ -83,6 +84,10 @@ def find_label_issues(
         A sample passes the kNN agreement when it is >= theta_knn.
     combine : {"all", "majority"}
         Keep a sample that passes every enabled score (the paper) or at least half of them.
+    other_split_features : (M, D) float array, optional
+        Image features of the dataset's other split (e.g. its test set, same encoder): fills
+        ``duplicate_across_splits`` (a near-duplicate, cosine >= 0.98, on the other side) and
+        ``cross_split_match`` (that sample's row in ``other_split_features``, -1 where none).
     seed : int
         Seed of the cross-val folds.
     true_labels : (N,) int array, optional
@@ -131,7 +136,12 @@ def find_label_issues(
     selection = select(fit, selection_config)
     truth = None if true_labels is None else check_labels(true_labels, name="true_labels",
                                                             num_classes=num_classes)
-    return score_table(fit, selection, true_labels=truth)
+    matches = None
+    if other_split_features is not None:
+        from .neighbours import match_across_splits
+
+        matches = match_across_splits(image_features, other_split_features)
+    return score_table(fit, selection, true_labels=truth, split_matches=matches)
 
 
 def _label_ids(labels, names) -> np.ndarray:

@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--text-labels", default=None, metavar="t.npy", help="(M,) class of each prompt")
     sel.add_argument("--true-labels", default=None, metavar="TRUE.npy", help="(N,) ground truth, for metrics")
     sel.add_argument("--num-classes", type=int, default=None)
+    sel.add_argument("--other-split-features", default=None, metavar="X_TEST.npy",
+                     help="(M, D) features of the other split (e.g. the test set, same encoder): "
+                     "flags samples with a near-duplicate on both sides (duplicate_across_splits)")
     _add_threshold_args(sel)
     sel.add_argument("--out", required=True, metavar="scores.csv")
 
@@ -100,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(run)
     _add_encoder_args(run)
     _add_threshold_args(run)
+    run.add_argument("--check-splits", action="store_true",
+                     help="also embed the dataset's other split (test for --split train) and flag "
+                     "samples with a near-duplicate on both sides (duplicate_across_splits)")
     run.add_argument("--out", required=True, metavar="scores.csv")
 
     export = sub.add_parser("export", help="convert a score table to another format")
@@ -289,6 +295,7 @@ def cmd_select(args) -> int:
         temperature=scoring.temperature, probe=scoring.probe, seed=scoring.seed,
         scores=_score_list(args), neighbours=args.neighbours, theta_knn=selection_config.theta_knn,
         combine=selection_config.combine, true_labels=true_labels,
+        other_split_features=_load_npy(args.other_split_features, "--other-split-features"),
     )
     clean_mask = table["is_clean"].to_numpy(dtype=bool)
     metrics = selection_metrics(clean_mask, table["given_label"].to_numpy(), true_labels,
@@ -320,8 +327,15 @@ def cmd_run(args) -> int:
     else:
         dataset = _load_data(args)
     prompts = load_prompt_set(args.prompts) if args.prompts else None
+    other_split = None
+    if args.check_splits:
+        from clipcleaner_core.data import load_dataset
+
+        other_split = load_dataset(args.data, format=args.data_format,
+                                   split="test" if args.split == "train" else "train")
     prepared = prepare(dataset, _encoder_spec(args), prompts=prompts, scoring=scoring,
-                       progress=stderr_progress, allow_download=args.allow_download)
+                       progress=stderr_progress, allow_download=args.allow_download,
+                       other_split=other_split)
     for note in prepared.notes:
         print(f"note: {note}", file=sys.stderr)
     result = select_samples(prepared, selection_config)

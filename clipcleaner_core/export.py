@@ -46,8 +46,10 @@ TABLE_FORMATS = ("csv", "parquet", "json")
 BYTES_FORMATS = TABLE_FORMATS + ("manifest", "recipe")
 FORMATS = BYTES_FORMATS + ("imagefolder",)
 LINK_MODES = ("symlink", "copy")
-INT_COLUMNS = ("index", "given_label", "suggested_label", "final_label", "true_label", "duplicate_group")
-BOOL_COLUMNS = ("is_label_issue", "is_clean", "is_noisy", "is_conflicting_duplicate", "is_outlier")
+INT_COLUMNS = ("index", "given_label", "suggested_label", "final_label", "true_label", "duplicate_group",
+               "cross_split_match")
+BOOL_COLUMNS = ("is_label_issue", "is_clean", "is_noisy", "is_conflicting_duplicate", "is_outlier",
+                "duplicate_across_splits")
 FLOAT_COLUMNS = ("label_score", "zs_loss_score", "zs_consistency", "lr_loss_score", "lr_consistency",
                  "zs_clean_prob", "lr_clean_prob", "knn_agreement", "lemon_score", "lemon_clean_prob",
                  "outlier_score")

@@ -23,6 +23,9 @@ features; "higher = more likely the given label is correct" unless said otherwis
   [0, 2] (higher = farther from everything) and its robust z-score.
 - :func:`find_duplicates`: ``duplicate_group`` (N,) int64 (-1 = no near-duplicate), and per
   sample whether its group mixes given labels (or train / test splits).
+- :func:`match_across_splits`: :class:`SplitMatches`, each sample's nearest sample in the other
+  split of its dataset (the test split of a training set): ``index`` (N,) int64 and
+  ``similarity`` (N,) float32; a pair at or above the duplicate threshold sits on both sides.
 
 The index itself (exact search for small N, faiss's inverted-file index above, cached on disk per
 embedding) lives in :mod:`clipcleaner_core.knn_index`; its names are re-exported here.
@@ -43,7 +46,7 @@ __all__ = [  # the index's names too: one entry point for the neighbour features
     "neighbour_index", "neighbour_weights", "knn_agreement", "trusted_knn_agreement",
     "class_text_centroids",
     "lemon_distance", "outlier_scores", "max_text_similarity", "Duplicates", "find_duplicates",
-    "rank_by_query",
+    "SplitMatches", "match_across_splits", "rank_by_query",
 ]
 
 #: similarity weights exp((s - s_nearest) / KNN_TEMPERATURE): nearer neighbours count more
@@ -377,6 +380,50 @@ def _mixed(groups: np.ndarray, values: np.ndarray, n_groups: int) -> np.ndarray:
     np.minimum.at(lo, groups, values)
     np.maximum.at(hi, groups, values)
     return (lo != hi)[groups]
+
+
+@dataclass(frozen=True, eq=False)
+class SplitMatches:
+    """Each sample's nearest sample in another split of the same dataset (e.g. the test split of a
+    training set): ``index`` (N,) int64, that sample's dataset index in the other split;
+    ``similarity`` (N,) float32, their cosine similarity; ``split`` the other split's name."""
+
+    index: np.ndarray
+    similarity: np.ndarray
+    split: str
+
+    def duplicates(self, threshold: float) -> np.ndarray:
+        """(N,) bool: the samples with a near-duplicate (cosine >= ``threshold``) in the other split."""
+        return self.similarity >= threshold
+
+
+def match_across_splits(features: np.ndarray, other_features: np.ndarray, *,
+                        other_index: np.ndarray | None = None, split: str = "test",
+                        method: str = "auto", key: str | None = None,
+                        cache_root=None, progress=None, cancel=None) -> SplitMatches:
+    """The nearest sample of ``other_features`` (M, D) (another split, same encoder) for every row
+    of ``features`` (N, D), by cosine similarity: the index is built over the other split (cached
+    under ``key`` like any neighbour index) and searched in row chunks. ``other_index`` (M,) maps
+    the other split's rows to its dataset indices (default 0..M-1)."""
+    from .knn_index import SEARCH_CHUNK
+
+    index = neighbour_index(other_features, key=key, cache_root=cache_root, method=method,
+                            progress=progress, cancel=cancel)
+    if np.shape(features)[1] != np.shape(other_features)[1]:
+        raise DataError(f"the other split's features have dimension {np.shape(other_features)[1]} "
+                        f"but these have {np.shape(features)[1]}; embed both with the same model.")
+    n = np.shape(features)[0]
+    rows = np.empty(n, dtype=np.int64)
+    similarity = np.empty(n, dtype=np.float32)
+    for lo in range(0, n, SEARCH_CHUNK):
+        if cancel is not None and cancel():
+            from .errors import Cancelled
+
+            raise Cancelled("the check across splits was cancelled")
+        found, sims = index.search(np.asarray(features[lo:lo + SEARCH_CHUNK], dtype=np.float32), 1)
+        rows[lo:lo + found.shape[0]], similarity[lo:lo + found.shape[0]] = found[:, 0], sims[:, 0]
+    mapping = np.arange(np.shape(other_features)[0]) if other_index is None else np.asarray(other_index)
+    return SplitMatches(mapping[rows].astype(np.int64), similarity, str(split))
 
 
 def rank_by_query(index: NeighbourIndex, query: np.ndarray, *, k: int = 100

@@ -61,6 +61,28 @@ class Prepared:
     zeroshot_available: bool
     encoder_name: str
     notes: tuple[str, ...] = ()
+    other_split_matches: neighbours.SplitMatches | None = None
+
+    @functools.cached_property
+    def _checked_split(self) -> dict:
+        return {}
+
+    @property
+    def split_matches(self) -> neighbours.SplitMatches | None:
+        """Each sample's nearest sample in the dataset's other split: from ``prepare(other_split=)``
+        or a later :meth:`check_other_split`; None when unchecked."""
+        return self._checked_split.get("matches", self.other_split_matches)
+
+    def check_other_split(self, other: Dataset, *, progress: Progress | None = None,
+                          cancel: Callable[[], bool] | None = None, allow_download: bool = False
+                          ) -> neighbours.SplitMatches:
+        """Embed ``other`` (the dataset's other split; cached) and match every sample to its
+        nearest sample there; the score tables of this fit then carry ``duplicate_across_splits``."""
+        root = Path(self.embedding.folder).parent.parent  # <cache>/embeddings/<key>
+        matches = _match_other_split(self.features, other, self.encoder_spec, root, progress,
+                                     cancel, allow_download)
+        self._checked_split["matches"] = matches
+        return matches
 
     @functools.cached_property
     def sample_paths(self) -> list[str]:
@@ -159,6 +181,7 @@ def prepare(
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
     allow_download: bool = False,
+    other_split: Dataset | None = None,
 ) -> Prepared:
     """Embed ``dataset`` and fit every score; both steps are cached by content.
 
@@ -181,6 +204,10 @@ def prepare(
     allow_download
         let open_clip fetch missing weights (off by default: nothing reaches the
         network unless the user asks).
+    other_split
+        the dataset's other split (its test split for a training set), embedded
+        with the same encoder (cached) to find samples with a near-duplicate on both sides
+        (``Prepared.split_matches``; the score table's ``duplicate_across_splits``).
     """
     root = Path(cache_root) if cache_root is not None else cache_dir()
     if dataset.kind == "embeddings":
@@ -223,13 +250,32 @@ def prepare(
                        text_features, text_labels, effective, progress, cancel,
                        knn_key=neighbours.index_key(embedding.key, sample_index))
     _register_dataset(root, dataset)
+    matches = None
+    if other_split is not None:
+        matches = _match_other_split(features, other_split, encoder_spec, root, progress, cancel,
+                                     allow_download)
     return Prepared(
         dataset=dataset, encoder_spec=encoder_spec, embedding=embedding, features=features,
         sample_index=sample_index, labels=labels, text_features=text_features,
         text_labels=text_labels, prompts=used_prompts, scoring=effective, fit=fit, fit_key=fit_key,
         zeroshot_available=has_text, encoder_name=str(embedding.meta.get("encoder", encoder_spec.model)),
-        notes=tuple(notes),
+        notes=tuple(notes), other_split_matches=matches,
     )
+
+
+def _match_other_split(features, other, encoder_spec, root, progress, cancel, allow_download):
+    """Each sample's nearest sample in ``other`` (embedded with the same encoder, cached)."""
+    if other.kind == "embeddings":
+        embedding, _, _ = _precomputed(other, root)
+    else:
+        embedding = _embed(other, encoder_spec, root, progress, cancel, allow_download)
+    valid = np.asarray(embedding.valid, dtype=bool)
+    other_index = np.flatnonzero(valid)
+    other_features = embedding.image_features if valid.all() else np.asarray(embedding.image_features)[valid]
+    return neighbours.match_across_splits(
+        features, other_features, other_index=other_index, split=other.split,
+        key=neighbours.index_key(embedding.key, other_index), cache_root=root, progress=progress,
+        cancel=cancel)
 
 
 def _embed(dataset, encoder_spec, root, progress, cancel, allow_download) -> EmbeddingSet:
@@ -335,6 +381,7 @@ def select_samples(
     table = score_table(
         prepared.fit, selection, index=prepared.sample_index, paths=prepared.sample_paths_array,
         true_labels=prepared.true_labels, effects=prepared.decision_effects(decisions),
+        split_matches=prepared.split_matches,
     )
     clean_mask = table["is_clean"].to_numpy(dtype=bool)
     metrics = selection_metrics(clean_mask, prepared.labels, prepared.true_labels)

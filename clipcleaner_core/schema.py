@@ -76,10 +76,14 @@ TABLE_COLUMNS = (
     "is_clean", "zs_loss_score", "zs_consistency", "lr_loss_score", "lr_consistency",
     "knn_agreement", "lemon_score", "zs_clean_prob", "lr_clean_prob", "lemon_clean_prob",
     *("duplicate_group", "is_conflicting_duplicate", "outlier_score", "is_outlier"),
+    *("duplicate_across_splits", "cross_split_match"),
     "review_decision", "final_label",
 )
 #: issue types beyond label noise (neighbours.py): -1 / False / NaN without neighbour evidence
 ISSUE_COLUMNS = ("duplicate_group", "is_conflicting_duplicate", "outlier_score", "is_outlier")
+#: a near-duplicate in the other split of the dataset (the test split of a training set), and the
+#: other split's dataset index of that sample (-1 where none); False / -1 when unchecked
+SPLIT_COLUMNS = ("duplicate_across_splits", "cross_split_match")
 TRUTH_COLUMNS = ("true_label", "is_noisy")
 #: review_decision is categorical: these are its categories, code 0 = no decision
 DECISION_CATEGORIES = (NO_DECISION, *DECISIONS)

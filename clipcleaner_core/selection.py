@@ -18,9 +18,9 @@ from .schema import (  # noqa: F401  (re-exported: the schema's names as selecti
     DECISIONS, SCORE_NAMES, SCORES, SCORES_BY_NAME, TABLE_COLUMNS, DecisionEffects,
     apply_decisions, decision_effects,
 )
-from .neighbours import Duplicates, find_duplicates
+from .neighbours import Duplicates, SplitMatches, find_duplicates
 from .presets import PRESETS, TRAIN_PRESETS  # noqa: F401  re-exported; the one table is presets.py
-from .schema import ISSUE_COLUMNS
+from .schema import ISSUE_COLUMNS, SPLIT_COLUMNS
 from .scoring import ScoreFit
 
 
@@ -234,6 +234,7 @@ def score_table(
     true_labels: np.ndarray | None = None,
     decisions: pd.DataFrame | None = None,
     effects: DecisionEffects | None = None,
+    split_matches: SplitMatches | None = None,
 ) -> pd.DataFrame:
     """The DESIGN §6 score table, one row per sample, columns exactly ``TABLE_COLUMNS``
     (+ ``true_label, is_noisy`` when ``true_labels`` is given).
@@ -241,7 +242,9 @@ def score_table(
     ``index`` (N,) dataset indices (default 0..N-1); ``paths`` (N,) strings (default ""), or a
     ready pandas string array (reused without conversion: the app builds it once per dataset).
     Scores disabled in the selection or missing from the fit are NaN columns. ``review_decision``
-    is categorical ("" = none) and ``decisions`` are folded in as :mod:`clipcleaner_core.schema`
+    is categorical ("" = none); ``split_matches`` (each sample's nearest sample in the other
+    split, :func:`clipcleaner_core.neighbours.match_across_splits`) fills ``duplicate_across_splits``
+    at ``duplicate_threshold``. ``decisions`` are folded in as :mod:`clipcleaner_core.schema`
     defines (or ``effects``, their already computed :class:`~clipcleaner_core.schema.DecisionEffects`
     on these rows); built column by column in numpy, so a 10^6-row table takes a fraction of a
     second.
@@ -287,6 +290,7 @@ def score_table(
             columns[entry.gate_column] = _column_or_nan(getattr(fit, entry.gate_column),
                                                         entry.name in selection.enabled, n)
     columns.update(_issue_columns(fit, selection, n))
+    columns.update(_split_columns(split_matches, selection.config.duplicate_threshold, n))
     columns["review_decision"] = effects.categorical()
     columns["final_label"] = final_label
     if true_labels is not None:
@@ -308,6 +312,16 @@ def _issue_columns(fit: ScoreFit, selection: Selection, n: int) -> dict:
         outlier_score if outlier_score is not None else np.full(n, np.nan),
         selection.is_outlier if selection.is_outlier is not None else np.zeros(n, dtype=bool),
     )))
+
+
+def _split_columns(matches: SplitMatches | None, threshold: float, n: int) -> dict:
+    """``duplicate_across_splits`` and ``cross_split_match`` (SPLIT_COLUMNS); False / -1 unchecked."""
+    if matches is None:
+        return dict(zip(SPLIT_COLUMNS, (np.zeros(n, dtype=bool), np.full(n, -1, dtype=np.int64))))
+    if matches.index.size != n:
+        raise DataError(f"the matches across splits have {matches.index.size} rows, expected {n}.")
+    across = matches.duplicates(threshold)
+    return dict(zip(SPLIT_COLUMNS, (across, np.where(across, matches.index, -1))))
 
 
 def _column_or_nan(values, enabled: bool, n: int) -> np.ndarray:

@@ -184,3 +184,27 @@ def test_k_from_the_address_and_the_tune_page_refits_the_neighbour_evidence():
     assert at.session_state["clipcleaner_active"].scoring.neighbours == 8
     assert url(at)["k"] == "8"
     assert at.number_input(key="tune_neighbours_k").value == 8
+
+
+def test_inspect_checks_the_test_split_and_lists_the_sample_on_both_sides(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("CLIPCLEANER_DATA_ROOTS", str(tmp_path))
+    rng = np.random.default_rng(20)
+    rows = []
+    for i in range(60):
+        pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        if i == 50:  # the test split holds a copy of training image 7
+            pixels = np.asarray(Image.open(tmp_path / "img7.png"))
+        Image.fromarray(pixels).save(tmp_path / f"img{i}.png")
+        rows.append(f"img{i}.png,{i % 3},{'test' if i >= 48 else 'train'}")
+    (tmp_path / "data.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    settings = dataclasses.replace(state.ActiveSettings(), dataset_spec=str(tmp_path / "data.csv"))
+    at = open_app(INSPECT, clipcleaner_active=settings)
+    assert neighbours_view.ACROSS in at.selectbox(key="inspect_show").options
+    at.selectbox(key="inspect_show").set_value(neighbours_view.ACROSS).run()
+    assert not card_ids(at)  # not checked yet: a button offers it
+    at.button(key="inspect_check_splits").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.run()
+    assert card_ids(at) == [7]

@@ -336,3 +336,53 @@ def test_run_takes_the_neighbour_flags(tmp_path):
     selection = read_sidecar(out)["selection"]
     assert selection["use_knn_agreement"] and selection["combine"] == "majority"
     assert selection["theta_knn"] == 0.3 and not selection["use_lemon"]
+
+
+def test_a_sample_on_both_sides_of_a_split_is_flagged_with_its_twin(tmp_path):
+    from clipcleaner_core import find_label_issues
+    from clipcleaner_core.export import export, read_table
+
+    train, labels, _ = clusters(300, seed=17)
+    test, _, _ = clusters(80, seed=18)
+    rng = np.random.default_rng(19)
+    twin = unit(train[42:43] + 1e-4 * rng.standard_normal((1, 32)))  # a re-encoded copy of row 42
+    test = np.vstack([test[:30], twin, test[30:]])  # row 30 of the test split
+    matches = neighbours.match_across_splits(train, test, other_index=np.arange(1000, 1081))
+    assert matches.duplicates(0.98).tolist() == [i == 42 for i in range(300)]
+    assert matches.index[42] == 1030 and matches.similarity[42] > 0.999
+    table = find_label_issues(train, labels, other_split_features=test)
+    assert table["duplicate_across_splits"].sum() == 1 and table.loc[42, "duplicate_across_splits"]
+    assert table.loc[42, "cross_split_match"] == 30
+    assert (table["cross_split_match"].drop(42) == -1).all()
+    plain = find_label_issues(train, labels)  # unchecked: False / -1
+    assert not plain["duplicate_across_splits"].any() and (plain["cross_split_match"] == -1).all()
+    for fmt in ("csv", "parquet"):
+        back = read_table(export(table, fmt, tmp_path / f"split.{fmt}"))
+        assert back["duplicate_across_splits"].dtype == bool
+        np.testing.assert_array_equal(back["cross_split_match"], table["cross_split_match"])
+    with pytest.raises(DataError, match="same model"):
+        neighbours.match_across_splits(train, test[:, :16])
+
+
+def test_run_checks_the_test_split_of_a_manifest_for_duplicates(tmp_path):
+    from PIL import Image
+
+    from clipcleaner_core.cli import main
+    from clipcleaner_core.export import read_table
+
+    rng = np.random.default_rng(20)
+    rows = []
+    for i in range(60):
+        split = "test" if i >= 48 else "train"
+        pixels = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        if i == 50:  # the test split holds a copy of training image 7
+            pixels = np.asarray(Image.open(tmp_path / "img7.png"))
+        Image.fromarray(pixels).save(tmp_path / f"img{i}.png")
+        rows.append(f"img{i}.png,{i % 3},{split}")
+    (tmp_path / "data.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "scores.csv"
+    assert main(["run", "--data", str(tmp_path / "data.csv"), "--model", "pixels",
+                 "--check-splits", "--out", str(out)]) == 0
+    table = read_table(out)
+    assert len(table) == 48 and table["duplicate_across_splits"].tolist() == [i == 7 for i in range(48)]
+    assert table.loc[7, "cross_split_match"] == 2  # the test split's third image (img50)

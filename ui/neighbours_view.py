@@ -23,6 +23,7 @@ CONFLICTS = "conflicting duplicates"
 OUTLIERS = "outliers"
 SIMILAR = "more like this"
 TEXT = "text search"
+ACROSS = "duplicates across splits"
 SEARCH_RESULTS = 96
 """How many of the most similar samples a similarity search shows (four pages of 24)."""
 SIMILAR_KEY = "inspect_similar_to"
@@ -178,6 +179,8 @@ def views(prepared) -> tuple[str, ...]:
     if not prepared.fit.has_neighbours:
         return ()
     offered = [CONFLICTS, DUPLICATES, OUTLIERS]
+    if prepared.split_matches is not None or prepared.dataset.kind not in ("demo",):
+        offered.append(ACROSS)  # datasets with a train / test split
     if st.session_state.get(SIMILAR_KEY) is not None:
         offered.append(SIMILAR)
     if prepared.zeroshot_available and prepared.dataset.kind != "embeddings":  # an encoder to ask
@@ -194,6 +197,13 @@ def view_rows(prepared, result, show: str) -> np.ndarray | None:
         keep = table[column].to_numpy(dtype=bool) if column else group >= 0
         rows = np.flatnonzero(keep)
         return rows[np.lexsort((rows, group[rows]))]  # a group's members side by side
+    if show == ACROSS:
+        if prepared.split_matches is None:
+            _check_other_split_button(prepared)
+            return np.zeros(0, dtype=np.int64)
+        rows = np.flatnonzero(table["duplicate_across_splits"].to_numpy(dtype=bool))
+        match = table["cross_split_match"].to_numpy()
+        return rows[np.lexsort((rows, match[rows]))]  # in the order of their twins there
     if show == OUTLIERS:
         rows = np.flatnonzero(table["is_outlier"].to_numpy(dtype=bool))
         return rows[np.argsort(-table["outlier_score"].to_numpy()[rows], kind="stable")]
@@ -241,9 +251,36 @@ def view_controls(show: str) -> None:
     elif show in (DUPLICATES, CONFLICTS):
         st.caption("Groups of near-identical images (cosine similarity ≥ the duplicate threshold), "
                    "members side by side; conflicting groups carry more than one given label.")
+    elif show == ACROSS:
+        st.caption("Samples with a near-identical image (cosine similarity ≥ the duplicate "
+                   "threshold) in the dataset's other split: the same image on both sides of a "
+                   "train / test split. The export's duplicate_across_splits and cross_split_match "
+                   "columns name them.")
     elif show == OUTLIERS:
         st.caption("Samples far from every other image (and, with a text tower, from every class "
                    "description), farthest first.")
+
+
+def other_split_name(split: str) -> str:
+    return "test" if split == "train" else "train"
+
+
+def _check_other_split_button(prepared) -> None:
+    """Embed the other split (cached) and match every sample to it, on request."""
+    other = other_split_name(prepared.dataset.split)
+    if not st.button(f"Check the {other} split for near-duplicates", key="inspect_check_splits",
+                     icon=":material/call_split:",
+                     help=f"Embeds the {other} split with the same encoder (cached) and finds each "
+                          "sample's nearest image there."):
+        return
+    from clipcleaner_core.data import load_dataset
+    from ui import state
+
+    settings = state.active()
+    with state.user_errors(stop=True), st.spinner(f"Embedding and matching the {other} split…"):
+        other_split = load_dataset(settings.dataset_spec, format=settings.dataset_format, split=other)
+        prepared.check_other_split(other_split)
+    st.rerun()
 
 
 def more_like_this_button(index: int) -> None:
