@@ -21,6 +21,7 @@ MODULES = (
     "clipcleaner_core.neighbours",
     "clipcleaner_core.knn_index",
     "clipcleaner_core.projection",
+    "clipcleaner_core.pipeline",
 )
 
 
