@@ -26,8 +26,14 @@ Index (``--index N``): exact vs approximate kNN graph build time and recall at k
 clustered unit vectors (float16 memory map, as the embedding cache stores them), and the time of
 one query.
 
+Index on real features (``--features F.npy --n N``): the faiss index over the first N rows of an
+(M, D) ``.npy`` of L2-normalised embeddings (read as a memory map), built in memory as the app
+builds it: build time, one-query latency, recall at k = 10 of 1,000 held-out queries against exact
+search at several ``nprobe``, the kNN graph's time and recall, and the peak RSS.
+
     python benchmarks/bench_neighbours.py                # quality table (~2 min)
     python benchmarks/bench_neighbours.py --index 200000 # index speed / recall
+    python benchmarks/bench_neighbours.py --features features.npy --n 1000000
 """
 from __future__ import annotations
 
@@ -265,7 +271,7 @@ def index_benchmark(n: int, folder: Path, n_check: int = 500) -> None:
     neighbours.neighbour_index(features, key=f"bench-{n}", cache_root=folder, method="approximate").graph(10)
     reloaded = time.perf_counter() - started
     print(f"N={n:,} x 512 (float16 memmap), faiss IVF-Flat {knn_index._n_lists(n)} lists, "
-          f"nprobe {knn_index.N_PROBE}: build {built:.1f} s, kNN graph (k=10) {graphed:.1f} s, "
+          f"nprobe {knn_index._n_probe(knn_index._n_lists(n))}: build {built:.1f} s, kNN graph (k=10) {graphed:.1f} s, "
           f"recall@10 vs exact ({len(probe)} rows) {recall:.4f}, one query median "
           f"{1e3 * np.median(timings):.2f} ms, reload from the cache {reloaded:.2f} s")
     small = np.asarray(features[:min(n, 20_000)], dtype=np.float32)
@@ -274,11 +280,81 @@ def index_benchmark(n: int, folder: Path, n_check: int = 500) -> None:
     print(f"exact kNN graph at N={small.shape[0]:,}: {time.perf_counter() - started:.1f} s")
 
 
+def peak_rss_gb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB on Linux
+
+
+def features_index_benchmark(path: Path, n: int, n_queries: int = 1000, k: int = 10,
+                             graph: bool = True) -> None:
+    """The faiss index over the first ``n`` rows of ``path`` (see the module doc)."""
+    features = np.load(path, mmap_mode="r")
+    total = features.shape[0]
+    n = min(n, total)
+    base = features[:n]
+    rng = np.random.default_rng(0)  # queries: held-out rows past n if there are any, else rows of the base
+    pool = np.arange(n, total) if total - n >= n_queries else np.arange(n)
+    query_rows = np.sort(rng.choice(pool, size=n_queries, replace=False))
+    queries = np.asarray(features[query_rows], dtype=np.float32)
+    print(f"{path.name}: N={n:,} x {base.shape[1]} ({base.dtype}), {n_queries} queries "
+          f"({'held out' if pool[0] >= n else 'from the base'})", flush=True)
+    started = time.perf_counter()
+    index = neighbours.NeighbourIndex(base, method="approximate").build()
+    built = time.perf_counter() - started
+    print(f"build (IVF-Flat, {knn_index._n_lists(n)} lists, trained on "
+          f"{min(n, knn_index._n_lists(n) * knn_index.TRAIN_PER_LIST):,} rows): {built:.1f} s, "
+          f"peak RSS {peak_rss_gb():.2f} GB", flush=True)
+    started = time.perf_counter()
+    truth = exact_top(base, queries, k)
+    print(f"exact top-{k} of the queries: {time.perf_counter() - started:.1f} s", flush=True)
+    faiss_index = index._faiss
+    default = knn_index._n_probe(faiss_index.nlist)
+    for nprobe in sorted({16, knn_index.N_PROBE, 64, 128, default, 2 * default}):
+        faiss_index.nprobe = min(nprobe, faiss_index.nlist)
+        found, _ = index.search(queries, k)
+        timings = []
+        for query in queries[:200]:
+            t0 = time.perf_counter()
+            index.search(query[None, :], k)
+            timings.append(time.perf_counter() - t0)
+        recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth)])
+        print(f"  nprobe {nprobe:>3}: recall@{k} {recall:.4f}, one query median "
+              f"{1e3 * np.median(timings):.2f} ms (p95 {1e3 * np.percentile(timings, 95):.2f} ms), "
+              f"batch of {n_queries} {1e3 * _timed(index.search, queries, k):.0f} ms"
+              f"{'  <- the default' if nprobe == default else ''}", flush=True)
+    faiss_index.nprobe = knn_index._n_probe(faiss_index.nlist)
+    if graph:
+        started = time.perf_counter()
+        knn = index.graph(k)
+        graphed = time.perf_counter() - started
+        check = np.sort(rng.choice(n, size=n_queries, replace=False))
+        rows = np.asarray(base[check], dtype=np.float32)
+        exact = [row[row != i][:k] for row, i in zip(exact_top(base, rows, k + 1), check)]
+        recall = np.mean([len(set(t) & set(knn.indices[i])) / k for t, i in zip(exact, check)])
+        print(f"kNN graph (k={k}, every row): {graphed:.1f} s, recall@{k} on {n_queries} rows "
+              f"{recall:.4f}", flush=True)
+    print(f"peak RSS {peak_rss_gb():.2f} GB", flush=True)
+
+
+def _timed(fn, *args) -> float:
+    started = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--index", type=int, default=0, help="benchmark the index at this N instead")
+    parser.add_argument("--features", type=Path, default=None, metavar="F.npy",
+                        help="benchmark the index on the first --n rows of these features")
+    parser.add_argument("--n", type=int, default=1_000_000, help="rows of --features to index")
+    parser.add_argument("--no-graph", action="store_true", help="--features: skip the kNN graph")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.features is not None:
+        features_index_benchmark(args.features, args.n, graph=not args.no_graph)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         if args.index:
             index_benchmark(args.index, Path(tmp))
