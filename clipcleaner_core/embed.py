@@ -89,6 +89,17 @@ def embedding_key(dataset, encoder_spec: EncoderSpec, *, dtype: str = "float32")
 
     float32 keys are those of every earlier version; only float16 adds the dtype to the hash, and
     only an open_clip model on CUDA (whose JPEGs are decoded on the device) adds the decode path.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.data import load_dataset
+    >>> from clipcleaner_core.embed import embedding_key
+    >>> from clipcleaner_core.encoders import EncoderSpec
+    >>> demo = load_dataset("demo")
+    >>> key = embedding_key(demo, EncoderSpec(model="pixels"))
+    >>> len(key), key == embedding_key(demo, EncoderSpec(model="pixels")), key == embedding_key(
+    ...     demo, EncoderSpec(model="pixels"), dtype="float16")
+    (24, True, False)
     """
     payload = {
         "format": FORMAT_VERSION,

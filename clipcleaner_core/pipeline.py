@@ -361,7 +361,19 @@ def _register_dataset(root: Path, dataset: Dataset) -> None:
 
 
 def effective_selection(prepared: Prepared, config: SelectionConfig) -> SelectionConfig:
-    """``config`` with the scores the fit cannot provide switched off."""
+    """``config`` with the scores the fit cannot provide switched off.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.data import load_dataset
+    >>> from clipcleaner_core.encoders import EncoderSpec
+    >>> from clipcleaner_core.pipeline import effective_selection, prepare
+    >>> from clipcleaner_core.selection import SelectionConfig
+    >>> prepared = prepare(load_dataset("demo"), EncoderSpec(model="pixels"))  # no text tower
+    >>> config = effective_selection(prepared, SelectionConfig())
+    >>> config.use_zs_loss, config.use_lr_loss
+    (False, True)
+    """
     changes = {}
     if not prepared.fit.has_zeroshot:
         changes.update(use_zs_loss=False, use_zs_consistency=False)

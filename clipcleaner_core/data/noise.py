@@ -167,6 +167,16 @@ def instance_dependent_noise(true: np.ndarray, features: np.ndarray, num_classes
     [0, 1]; a random projection W_y ~ N(0, 1) of shape (D, K) per true class y scores the sample's
     features x_i (N, D), the true class is masked out, and the flip goes to class k with
     probability q_i * softmax(x_i W_y)_k. The label stays with probability 1 - q_i.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clipcleaner_core.data import flip_rate, instance_dependent_noise
+    >>> rng = np.random.default_rng(0)
+    >>> true, features = rng.integers(0, 5, 1000), rng.normal(size=(1000, 16))
+    >>> noisy = instance_dependent_noise(true, features, 5, 0.3, seed=0)
+    >>> bool(0.2 < flip_rate(true, noisy) < 0.4)
+    True
     """
     from scipy import stats
 
@@ -194,6 +204,16 @@ def instance_dependent_noise(true: np.ndarray, features: np.ndarray, num_classes
 def noise_from_file(path: str | os.PathLike, *, class_names=None) -> tuple[np.ndarray | None, np.ndarray]:
     """Read (clean or None, noisy) labels from a CSV with columns clean,noisy, a .npy array, or a JSON
     list / object with "noisy_labels" (and optionally "clean_labels"). Labels are ints or class names.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from clipcleaner_core.data import noise_from_file
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "labels.csv"
+    >>> _ = path.write_text(chr(10).join(["clean,noisy", "cat,cat", "dog,cat"]))
+    >>> clean, noisy = noise_from_file(path, class_names=["cat", "dog"])
+    >>> clean.tolist(), noisy.tolist()
+    ([0, 1], [0, 0])
     """
     path = Path(path)
     if not path.is_file():
@@ -233,7 +253,18 @@ def noise_from_file(path: str | os.PathLike, *, class_names=None) -> tuple[np.nd
 
 def save_noise(labels: np.ndarray, spec: NoiseSpec, path: str | os.PathLike, *,
                clean: np.ndarray | None = None) -> Path:
-    """Write noisy labels (and the clean ones, if given) with the spec as JSON, atomically."""
+    """Write noisy labels (and the clean ones, if given) with the spec as JSON, atomically.
+
+    Examples
+    --------
+    >>> import json, pathlib, tempfile
+    >>> from clipcleaner_core.data import NoiseSpec, save_noise
+    >>> path = save_noise([0, 0, 1], NoiseSpec("sym", 0.3, 1), pathlib.Path(tempfile.mkdtemp()) / "noise.json",
+    ...                   clean=[0, 1, 1])
+    >>> saved = json.loads(path.read_text())
+    >>> saved["noisy_labels"], round(saved["flip_rate"], 3)
+    ([0, 0, 1], 0.333)
+    """
     payload = {"mode": spec.mode, "rate": spec.rate, "seed": spec.seed,
                "noisy_labels": np.asarray(labels, dtype=np.int64).tolist()}
     if clean is not None:
@@ -328,7 +359,15 @@ def _same_noise_file(path: Path, noisy) -> bool:
 
 
 def noise_dir(dataset: Dataset) -> Path:
-    """The cache folder of ``dataset``'s noise files: ``<cache>/noise/<name>-<content fingerprint>``."""
+    """The cache folder of ``dataset``'s noise files: ``<cache>/noise/<name>-<content fingerprint>``.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.data import load_demo
+    >>> from clipcleaner_core.data.noise import noise_dir
+    >>> noise_dir(load_demo()).parent.name  # under the cache, never in the dataset's folder
+    'noise'
+    """
     return cache_dir() / "noise" / f"{dataset.name}-{dataset.content_fingerprint()}"
 
 

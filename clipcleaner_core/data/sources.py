@@ -39,7 +39,17 @@ SKIP_DIRS = frozenset({"__MACOSX"})
 
 
 def detect_format(spec: str | os.PathLike) -> str:
-    """Return the format name of ``spec``: "demo", "manifest", "cifar10", "cifar100" or "imagefolder"."""
+    """Return the format name of ``spec``: "demo", "manifest", "cifar10", "cifar100" or "imagefolder".
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> from clipcleaner_core.data import detect_format
+    >>> manifest = pathlib.Path(tempfile.mkdtemp()) / "labels.csv"
+    >>> _ = manifest.write_text("path,label")
+    >>> detect_format("demo"), detect_format(manifest)
+    ('demo', 'manifest')
+    """
     if str(spec).strip().lower() == "demo":
         return "demo"
     path = Path(spec).expanduser()
