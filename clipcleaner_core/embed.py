@@ -236,6 +236,19 @@ def embed_texts(
     """(M, D) float32 L2-normalised text features of ``texts``, cached by encoder identity + texts.
 
     Raises ``CLIPCleanerError`` when the encoder has no text tower (``pixels``).
+
+    Examples
+    --------
+    With a CLIP model, ``embed_texts(EncoderSpec(model="ViT-B-32", pretrained="openai"), prompts)``
+    gives one unit row per prompt (cached). The pixels encoder has no text tower and says so:
+
+    >>> import tempfile
+    >>> from clipcleaner_core.embed import embed_texts
+    >>> from clipcleaner_core.encoders import EncoderSpec
+    >>> embed_texts(EncoderSpec(model="pixels"), ["a photo of a cat."], cache_root=tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    clipcleaner_core.errors.CLIPCleanerError: encoder 'pixels 16x16' has no text tower, so it cannot embed prompts; zero-shot scores need a CLIP model (e.g. --model ViT-B-32 --pretrained openai)
     """
     texts = [str(t) for t in texts]
     spec = encoder.spec if isinstance(encoder, Encoder) else encoder
