@@ -121,14 +121,20 @@ def embed_on_local_gpus(
 ):
     """Embed ``dataset`` with one ``torchrun`` process per local GPU; returns the EmbeddingSet.
 
-    Args:
-        nproc: processes (default: every visible GPU).
-        device: ``"cuda"`` (one GPU per process) or ``"cpu"`` (gloo; for machines without GPUs).
-        progress: ``progress("embed", done, total, images_per_s)`` summed over the ranks.
-        on_ranks: called with every rank's :class:`RankProgress` at each poll, and once more with
-            the final figures when the job succeeded.
-        cancel: polled; True stops the whole job (complete chunks are kept) and raises
-            :class:`~clipcleaner_core.errors.Cancelled`.
+    Parameters
+    ----------
+    nproc
+        processes (default: every visible GPU).
+    device
+        ``"cuda"`` (one GPU per process) or ``"cpu"`` (gloo; for machines without GPUs).
+    progress
+        ``progress("embed", done, total, images_per_s)`` summed over the ranks.
+    on_ranks
+        called with every rank's :class:`RankProgress` at each poll, and once more with
+        the final figures when the job succeeded.
+    cancel
+        polled; True stops the whole job (complete chunks are kept) and raises
+        :class:`~clipcleaner_core.errors.Cancelled`.
     """
     from clipcleaner_core.embed import embedding_key, load_embedding
     from clipcleaner_core.paths import cache_dir

@@ -85,11 +85,16 @@ class JobInfo:
 class JobRunner:
     """Queue, start, watch and cancel background jobs.
 
-    Args:
-        catalogue: a ``store.Catalogue`` (default: the one in the cache folder).
-        jobs_root: folder for default run folders and the queue lock (default ``<cache>/jobs``).
-        max_concurrent: jobs allowed to run at once (default ``$CLIPCLEANER_MAX_JOBS`` or 1).
-        grace: seconds between SIGTERM and SIGKILL when cancelling.
+    Parameters
+    ----------
+    catalogue
+        a ``store.Catalogue`` (default: the one in the cache folder).
+    jobs_root
+        folder for default run folders and the queue lock (default ``<cache>/jobs``).
+    max_concurrent
+        jobs allowed to run at once (default ``$CLIPCLEANER_MAX_JOBS`` or 1).
+    grace
+        seconds between SIGTERM and SIGKILL when cancelling.
     """
 
     def __init__(self, catalogue=None, jobs_root=None, *, max_concurrent: int | None = None,

@@ -55,23 +55,33 @@ def save_upload(
 ) -> Path:
     """Store an uploaded zip or manifest and return the path to load it from.
 
-    Args:
-        data: the uploaded bytes.
-        filename: the name the browser sent (only its suffix is used; ``.zip``, ``.csv``,
-            ``.parquet``).
-        cache_root: cache folder (default :func:`clipcleaner_core.paths.cache_dir`).
-        max_bytes: largest accepted upload.
-        max_uncompressed: largest accepted total uncompressed archive size.
-        max_entries: most entries an archive may hold.
+    Parameters
+    ----------
+    data
+        the uploaded bytes.
+    filename
+        the name the browser sent (only its suffix is used; ``.zip``, ``.csv``,
+        ``.parquet``).
+    cache_root
+        cache folder (default :func:`clipcleaner_core.paths.cache_dir`).
+    max_bytes
+        largest accepted upload.
+    max_uncompressed
+        largest accepted total uncompressed archive size.
+    max_entries
+        most entries an archive may hold.
 
-    Returns:
-        For a zip, the extracted folder (its single top-level folder when there is exactly one),
-        or the manifest inside it when that folder holds exactly one; for a manifest, the saved
-        file.
+    Returns
+    -------
+    For a zip, the extracted folder (its single top-level folder when there is exactly one),
+    or the manifest inside it when that folder holds exactly one; for a manifest, the saved
+    file.
 
-    Raises:
-        DataError: the upload is too large, not a zip / manifest, or the archive is unsafe
-            (entries escaping the folder, links, too large when uncompressed, too many entries).
+    Raises
+    ------
+    DataError
+        the upload is too large, not a zip / manifest, or the archive is unsafe
+        (entries escaping the folder, links, too large when uncompressed, too many entries).
     """
     name = PurePosixPath(str(filename).replace("\\", "/")).name or "upload"
     if len(data) > max_bytes:

@@ -68,13 +68,20 @@ def align_table(table: pd.DataFrame, dataset, *, recorded: dict | None = None,
                 by_path_hint: str = "by_path=True", rerun_hint: str = "re-run the selection") -> pd.DataFrame:
     """``table`` with its ``index`` (and label ids) pointing at ``dataset`` as it is now.
 
-    Args:
-        table: a score table (``index``; ideally ``path`` and ``given_label``).
-        dataset: the :class:`~.dataset.Dataset` the table is applied to.
-        recorded: the sidecar's ``dataset`` entry (``fingerprint``, ``n``, ``class_names``), if any.
-        source: how messages name the table ("scores.csv").
-        by_path: on a mismatch, match rows by ``path`` when that is exact instead of stopping.
-        by_path_hint, rerun_hint: how messages tell the user to do either.
+    Parameters
+    ----------
+    table
+        a score table (``index``; ideally ``path`` and ``given_label``).
+    dataset
+        the :class:`~.dataset.Dataset` the table is applied to.
+    recorded
+        the sidecar's ``dataset`` entry (``fingerprint``, ``n``, ``class_names``), if any.
+    source
+        how messages name the table ("scores.csv").
+    by_path
+        on a mismatch, match rows by ``path`` when that is exact instead of stopping.
+    by_path_hint, rerun_hint
+        how messages tell the user to do either.
 
     Raises DatasetMismatchError saying what changed and how to proceed.
     """

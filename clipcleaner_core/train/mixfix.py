@@ -116,17 +116,25 @@ def relabel_and_grow(
 ) -> GrowResult:
     """The MixFix step of DESIGN §3, recomputed from S0 after every epoch.
 
-    Args:
-        probs: (n, K) predicted class probabilities for every training row (no augmentation).
-        given_labels: (n,) the labels the samples came with.
-        s0_mask: (n,) bool, the clean start set S0; its rows always stay, with ``s0_labels``.
-        s0_labels: (n,) labels of S0 rows (given, or a reviewer's correction); other rows ignored.
-        theta_r: a prediction that agrees with the given label joins at confidence >= theta_r.
-        theta_r2: a prediction that disagrees joins, relabelled to the prediction, at
-            confidence >= theta_r2.
+    Parameters
+    ----------
+    probs
+        (n, K) predicted class probabilities for every training row (no augmentation).
+    given_labels
+        (n,) the labels the samples came with.
+    s0_mask
+        (n,) bool, the clean start set S0; its rows always stay, with ``s0_labels``.
+    s0_labels
+        (n,) labels of S0 rows (given, or a reviewer's correction); other rows ignored.
+    theta_r
+        a prediction that agrees with the given label joins at confidence >= theta_r.
+    theta_r2
+        a prediction that disagrees joins, relabelled to the prediction, at
+        confidence >= theta_r2.
 
-    Returns:
-        GrowResult: new set = S0 + joined + relabelled, with the labels to train on next epoch.
+    Returns
+    -------
+    GrowResult: new set = S0 + joined + relabelled, with the labels to train on next epoch.
     """
     probs = np.asarray(probs)
     prediction = probs.argmax(axis=1)
