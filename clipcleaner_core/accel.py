@@ -14,6 +14,9 @@ device and compare it with the NumPy path.
 """
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 
 from .errors import ConfigError
@@ -46,6 +49,8 @@ def fit_device(device: str | None = "auto"):
                                                and device[5:].isdigit())):
         raise ConfigError(f"unknown fit device {device!r}; valid devices: "
                           f"{', '.join(DEVICE_CHOICES)}.")
+    if device == "auto" and "torch" not in sys.modules and not _nvidia_driver_present():
+        return None  # no GPU: the NumPy path, without importing torch (~1 s, ~0.5 GB)
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency; a NumPy-only install still fits
@@ -58,6 +63,11 @@ def fit_device(device: str | None = "auto"):
         raise ConfigError(f"device {device!r} requested but CUDA is not available; use cpu "
                           "or auto.")
     return torch.device("cuda" if device == "auto" else device)
+
+
+def _nvidia_driver_present() -> bool:
+    """Whether this machine has an NVIDIA driver loaded (what torch's CUDA needs)."""
+    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
 
 
 class DeviceRows:

@@ -70,6 +70,10 @@ COVARIANCE_ROWS = 1024  # a preconditioner estimated from a subsample is as exac
 PRECONDITIONER_RANK = 64  # eigenpairs kept at least (see _preconditioner_rank)
 ITERATIONS_ESTIMATE = 40  # progress: L-BFGS iterations one fit is expected to take (9-42 measured)
 PROGRESS_INTERVAL_S = 0.25
+#: N x D x K up to which a whole fit runs on one BLAS thread: its products are too small to gain
+#: from threads, and on a busy machine the pool's hand-offs cost more than the work (1,797 x 768,
+#: K=10: 0.20 s on one thread vs 1.02 s on two at load 10; 10k x 512, K=10: 0.43 vs 0.90 s)
+SINGLE_THREAD_WORK = 100_000_000
 Progress = Callable[[str, int, int, "float | None"], None]
 Cancel = Callable[[], bool]
 
@@ -457,13 +461,18 @@ def _compute_probe(features, rows, labels, num_classes, c, tol, max_iter, monito
     w = (weights / sw_sum).astype(np.float32)
     l2 = 1.0 / (c * sw_sum)
     source = _RowSource(features, rows, _chunk_rows(classes.size, dim))
-    precond = _preconditioner(source, w, l2 * classes.size, _preconditioner_rank(classes.size))
-    if device_rows is None:
-        loss_grad = _loss_grad(source, y, w, classes.size, l2, precond, monitor)
-    else:
-        loss_grad = _device_loss_grad(device_rows, rows, y, w, classes.size, l2, precond,
-                                      monitor, source.chunk)
-    theta, n_iter, n_evals = _lbfgs(loss_grad, classes.size, precond, tol, max_iter, monitor)
+    single = device_rows is None and n * dim * classes.size <= SINGLE_THREAD_WORK
+    with _SingleThreadedOptimizerBlas() as threads:
+        threaded = (lambda fun: fun) if single else threads.full
+        precond = threaded(_preconditioner)(source, w, l2 * classes.size,
+                                            _preconditioner_rank(classes.size))
+        if device_rows is None:
+            loss_grad = _loss_grad(source, y, w, classes.size, l2, precond, monitor)
+        else:
+            loss_grad = _device_loss_grad(device_rows, rows, y, w, classes.size, l2, precond,
+                                          monitor, source.chunk)
+        theta, n_iter, n_evals = _lbfgs(threaded(loss_grad), classes.size, precond, tol,
+                                        max_iter, monitor)
     coef[classes], intercept[classes] = _original_params(theta, classes.size, precond)
     monitor.fit_done()
     return LinearProbe(coef, intercept, classes, n_iter, n_evals)
@@ -599,13 +608,10 @@ def _lbfgs(loss_grad, k, precond, tol, max_iter, monitor):
         iterations[0] += 1
         monitor.iteration(iterations[0])
 
-    with _SingleThreadedOptimizerBlas() as threads:
-        result = minimize(
-            threads.full(loss_grad), theta0, method="L-BFGS-B", jac=True,
-            callback=after_iteration,
-            options={"maxiter": max_iter, "maxls": 50, "gtol": tol,
-                     "ftol": 64 * np.finfo(float).eps},
-        )
+    result = minimize(
+        loss_grad, theta0, method="L-BFGS-B", jac=True, callback=after_iteration,
+        options={"maxiter": max_iter, "maxls": 50, "gtol": tol, "ftol": 64 * np.finfo(float).eps},
+    )
     return result.x, int(result.nit), int(result.nfev)
 
 

@@ -113,3 +113,18 @@ def test_device_rows_streams_when_the_features_do_not_fit(monkeypatch):
     resident = accel.DeviceRows(features, torch.device("cpu"), block_rows=7)
     assert resident.resident.dtype == torch.float16
     np.testing.assert_array_equal(resident.block(0, 20).numpy(), features.astype(np.float32))
+
+
+def test_auto_does_not_import_torch_on_a_machine_without_a_gpu():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from clipcleaner_core import accel\n"
+            "from clipcleaner_core.probe import fit_probe\n"
+            "accel._nvidia_driver_present = lambda: False\n"
+            "x = np.random.default_rng(0).standard_normal((30, 4)).astype('float32')\n"
+            "fit_probe(x, np.arange(30) % 3, num_classes=3)\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

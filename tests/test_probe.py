@@ -110,9 +110,18 @@ def test_fit_restores_blas_thread_counts_even_when_an_evaluation_fails(problem, 
         return loss_grad
 
     monkeypatch.setattr(probe_module, "_loss_grad", failing)
+    monkeypatch.setattr(probe_module, "SINGLE_THREAD_WORK", 0)  # a fit big enough for threads
     with pytest.raises(RuntimeError, match="boom"):
         fit_probe(problem["features"], problem["labels"], num_classes=8)
     assert seen == [before]
+    assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
+
+    # a small fit evaluates on one thread, and still restores the counts
+    monkeypatch.setattr(probe_module, "SINGLE_THREAD_WORK", 10**12)
+    seen.clear()
+    with pytest.raises(RuntimeError, match="boom"):
+        fit_probe(problem["features"], problem["labels"], num_classes=8)
+    assert seen == [[1] * len(before)]
     assert [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"] == before
 
 
