@@ -279,7 +279,7 @@ def table_digest(table: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def table_summary(table: pd.DataFrame, class_names=None) -> dict:
+def table_summary(table: pd.DataFrame, *, class_names=None) -> dict:
     """Counts describing a score table: rows, kept, flagged, relabelled, dropped, kept per class.
 
     Examples
@@ -288,7 +288,8 @@ def table_summary(table: pd.DataFrame, class_names=None) -> dict:
     >>> from clipcleaner_core.export import table_summary
     >>> from clipcleaner_core.metrics import make_synthetic_problem
     >>> p = make_synthetic_problem(100, 2, 8, seed=0)
-    >>> summary = table_summary(find_label_issues(p["features"], p["labels"]), ["cat", "dog"])
+    >>> summary = table_summary(find_label_issues(p["features"], p["labels"]),
+    ...                         class_names=["cat", "dog"])
     >>> summary["rows"], summary["kept"] + summary["flagged"], sorted(summary["kept_per_class"])
     (100, 100, ['cat', 'dog'])
     """
@@ -330,7 +331,7 @@ def recipe(table: pd.DataFrame, *, meta: dict | None = None, dataset: "Dataset |
         "settings": dict(meta or {}),
         "dataset": _describe_dataset(dataset) if dataset is not None else (meta or {}).get("dataset"),
         "class_names": list(names) if names else None,
-        "table": table_summary(table, names),
+        "table": table_summary(table, class_names=names),
     }
 
 
@@ -444,7 +445,7 @@ def _sidecar(table, fmt, meta, dataset, names, *, clean_only) -> dict:
         sidecar["dataset"] = _describe_dataset(dataset)
     info = {"format": fmt, "clean_only": bool(clean_only), "clipcleaner": __version__}
     if "is_clean" in table.columns:
-        info.update(table_summary(table, names))
+        info.update(table_summary(table, class_names=names))
     sidecar["export"] = info
     return sidecar
 
