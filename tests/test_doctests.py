@@ -22,6 +22,7 @@ MODULES = (
     "clipcleaner_core.knn_index",
     "clipcleaner_core.projection",
     "clipcleaner_core.pipeline",
+    "clipcleaner_core.accel",
 )
 
 
