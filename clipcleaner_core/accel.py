@@ -35,6 +35,7 @@ def fit_device(device: str | None = "auto"):
 
     Examples
     --------
+    >>> from clipcleaner_core.accel import fit_device
     >>> fit_device("cpu") is None
     True
     >>> fit_device("tpu")
