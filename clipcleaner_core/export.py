@@ -414,7 +414,8 @@ def _manifest(table, dataset, names, folder) -> pd.DataFrame:
 def _manifest_path(rel: str, dataset, folder) -> str:
     if folder is None:
         return Path(rel).as_posix()
-    full = Path(os.path.abspath(Path(folder) / (Path(rel) if dataset is None else Path(dataset.root) / rel)))
+    # the dataset's root may be relative to the working folder, never to the manifest's folder
+    full = Path(os.path.abspath(Path(folder) / rel if dataset is None else Path(dataset.root) / rel))
     if is_within(full, folder):
         return Path(os.path.relpath(full, os.path.abspath(folder))).as_posix()
     return str(full)

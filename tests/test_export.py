@@ -1,7 +1,9 @@
 """Exports: tables read back equal, manifests reload, ImageFolder trees, recipes, and safety."""
+import dataclasses
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -120,8 +122,23 @@ def test_manifest_in_dataset_folder_reloads_with_final_labels(folder_dataset):
 
 def test_manifest_outside_dataset_uses_absolute_paths(tmp_path, folder_dataset):
     dataset, table = folder_dataset
-    manifest = pd.read_csv(export(table, "manifest", tmp_path / "out" / "clean.csv", dataset=dataset))
+    out = export(table, "manifest", tmp_path / "out" / "clean.csv", dataset=dataset)
+    manifest = pd.read_csv(out)
     assert all(os.path.isabs(p) and os.path.isfile(p) for p in manifest["path"])
+    reloaded = load_manifest(out)  # and it opens as a dataset again
+    assert len(reloaded) == int(kept_mask(table).sum()) and reloaded.bad_files.empty
+
+
+def test_manifest_of_a_dataset_with_a_relative_root_points_at_its_images(tmp_path, folder_dataset,
+                                                                          monkeypatch):
+    """A folder given relative to the working folder (``--data imgs``) is not relative to the
+    manifest's folder: the manifest written elsewhere still names the real files."""
+    dataset, table = folder_dataset
+    monkeypatch.chdir(Path(dataset.root).parent)
+    relative = dataclasses.replace(dataset, root=Path(Path(dataset.root).name))
+    out = export(table, "manifest", tmp_path / "elsewhere" / "clean.csv", dataset=relative)
+    assert all(os.path.isfile(p) for p in pd.read_csv(out)["path"])
+    assert len(load_manifest(out)) == int(kept_mask(table).sum())
 
 
 def test_manifest_of_in_memory_dataset_points_to_imagefolder(tmp_path, memory_dataset):

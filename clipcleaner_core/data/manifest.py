@@ -2,8 +2,11 @@
 
 Labels are class names or integers. Class names: a ``classes.txt`` (one per line) or ``classes.json``
 (a list) beside the manifest if there is one; else ints 0..K-1 named "0".."K-1" when every label is an
-integer; else the sorted unique names. Relative paths are resolved against the manifest's folder,
-which is the dataset root; a path that leads outside it is refused, naming its row.
+integer; else the sorted unique names. Relative paths are resolved against the manifest's folder
+and must stay inside it (``../x.png`` is refused, naming its row); absolute paths may point anywhere
+(an exported manifest names images outside its own folder that way). The dataset root is the
+manifest's folder, or the folder all images share when some paths are absolute. The app still
+checks every image against its data roots.
 """
 from __future__ import annotations
 
@@ -51,8 +54,9 @@ def load_manifest(path: str | os.PathLike, *, split: str = "train") -> Dataset:
     path = Path(path)
     table, rows = _read_rows(path, split)
     where = _Where(path)
-    root = path.parent
-    rel_paths = [_relative_path(value, root, where.row(r)) for value, r in zip(table["path"], rows)]
+    root = _dataset_root(path.parent, table["path"])
+    rel_paths = [_relative_path(value, path.parent, root, where.row(r))
+                 for value, r in zip(table["path"], rows)]
     given = _label_column(table["label"], "label", rows, where)
     truth = None
     if "true_label" in table.columns:
@@ -187,16 +191,32 @@ def _read_rows(path: Path, split: str) -> tuple[pd.DataFrame, list[int]]:
     return table.reset_index(drop=True), rows
 
 
-def _relative_path(value, root: Path, where: str) -> str:
+def _dataset_root(folder: Path, values) -> Path:
+    """The manifest's folder; with absolute paths, the deepest folder holding every image (and the
+    manifest's folder too when some paths are relative)."""
+    texts = [str(v).strip() for v in values if v is not None]
+    absolute = [os.path.dirname(os.path.normpath(t)) for t in texts if os.path.isabs(t)]
+    if not absolute:
+        return folder
+    relative = len(absolute) < len(texts)
+    return Path(os.path.commonpath(absolute + ([os.path.abspath(folder)] if relative else [])))
+
+
+def _relative_path(value, folder: Path, root: Path, where: str) -> str:
+    """``value`` relative to ``root``: a relative path is resolved against the manifest's
+    ``folder`` and must stay inside it."""
     text = "" if value is None else str(value).strip()
     if not text or text.lower() == "nan":
         raise DataError(f"empty path in {where}; give the image's path relative to the manifest")
-    root_norm = os.path.normpath(os.path.abspath(root))
-    full = os.path.normpath(text if os.path.isabs(text) else os.path.join(root_norm, text))
-    if os.path.commonpath([root_norm, full]) != root_norm or full == root_norm:
-        raise DataError(f"path {text!r} in {where} points outside the dataset folder {root}; "
-                        f"move the image under that folder or use a path relative to the manifest")
-    return Path(os.path.relpath(full, root_norm)).as_posix()
+    folder_norm = os.path.normpath(os.path.abspath(folder))
+    if os.path.isabs(text):
+        full = os.path.normpath(text)
+    else:
+        full = os.path.normpath(os.path.join(folder_norm, text))
+        if os.path.commonpath([folder_norm, full]) != folder_norm or full == folder_norm:
+            raise DataError(f"path {text!r} in {where} points outside the manifest's folder "
+                            f"{folder}; move the image under that folder or give its absolute path")
+    return Path(os.path.relpath(full, os.path.normpath(os.path.abspath(root)))).as_posix()
 
 
 def _classes(root: Path, values: list[str], where: _Where):
