@@ -312,3 +312,19 @@ def test_bad_features_name_the_row(problem):
     x[17, 3] = np.nan
     with pytest.raises(ValueError, match="row 17"):
         fit_probe(x, problem["labels"], num_classes=8)
+
+
+def test_the_stopping_tolerance_shrinks_with_many_classes():
+    from clipcleaner_core.probe import PRECONDITIONED_TOL, default_tol
+
+    assert default_tol(2) == default_tol(100) == PRECONDITIONED_TOL
+    assert default_tol(1000) == pytest.approx(1e-5)
+    # a fit on 300 classes stops later than it would at the 10-class tolerance, closer to the optimum
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((300, 32))
+    labels = np.repeat(np.arange(300), 8)
+    x = (centres[labels] + 2.0 * rng.standard_normal((labels.size, 32))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    default = fit_probe(x, labels, num_classes=300)
+    loose = fit_probe(x, labels, num_classes=300, tol=PRECONDITIONED_TOL)
+    assert default.n_iter_ > loose.n_iter_
