@@ -124,7 +124,7 @@ CASES = {
 }
 
 
-def _sklearn(features, labels):
+def _sklearn(features, labels, tol=1e-4):
     from sklearn.linear_model import LogisticRegression
     from sklearn.linear_model._linear_loss import LinearModelLoss
 
@@ -138,7 +138,7 @@ def _sklearn(features, labels):
     LinearModelLoss.loss_gradient = counted
     try:
         start = time.perf_counter()
-        model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=10_000)
+        model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=10_000, tol=tol)
         model.fit(features, labels)
         elapsed = time.perf_counter() - start
     finally:
@@ -177,7 +177,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def run_case(name: str, repeat: int) -> None:
+def run_case(name: str, repeat: int, sklearn_tol: float = 1e-4) -> None:
     from clipcleaner_core.probe import fit_probe
 
     features, labels, k = CASES[name]()
@@ -189,7 +189,7 @@ def run_case(name: str, repeat: int) -> None:
         probe = fit_probe(features, labels, num_classes=k)
         ours_times.append(time.perf_counter() - start)
         rss_ours = rss_ours or _peak_rss_mb()
-        elapsed, model, n_iter, n_evals = _sklearn(features, labels)
+        elapsed, model, n_iter, n_evals = _sklearn(features, labels, sklearn_tol)
         theirs_times.append(elapsed)
         rss_sklearn = rss_sklearn or _peak_rss_mb()
     ours, theirs = min(ours_times), min(theirs_times)
@@ -202,7 +202,11 @@ def run_case(name: str, repeat: int) -> None:
            - _objective(model.coef_, model.intercept_, features, labels, k))
     print(f"== {name}: {features.shape[0]:,} x {features.shape[1]}, {k} classes")
     print(f"   ours    {ours:7.2f} s  {probe.n_iter_:5d} iterations {probe.n_evals_:5d} evaluations")
-    print(f"   sklearn {theirs:7.2f} s  {n_iter:5d} iterations {n_evals:5d} evaluations")
+    print(f"   sklearn {theirs:7.2f} s  {n_iter:5d} iterations {n_evals:5d} evaluations"
+          + (f" (tol {sklearn_tol:g})" if sklearn_tol != 1e-4 else ""))
+    if n_iter == 0:
+        print("   NOTE: sklearn stopped at its starting point (the gradient at zero is already below "
+              "its tol): no fit to compare with; rerun with --sklearn-tol 1e-6")
     print(f"   speed-up {theirs / ours:.2f}x; decisions agreeing {agree:.4%}; max |p diff| "
           f"{p_diff:.2e}; peak RSS: data {rss_data:,.0f} MB, after ours {rss_ours:,.0f} MB, "
           f"after sklearn {rss_sklearn:,.0f} MB")
@@ -223,15 +227,17 @@ def main() -> None:
                              "with --large)")
     parser.add_argument("--large", action="store_true", help="also run the 200k x 1,000 case")
     parser.add_argument("--repeat", type=int, default=2, help="alternating runs; best time kept")
+    parser.add_argument("--sklearn-tol", type=float, default=1e-4,
+                        help="the baseline's tol (default: sklearn's own, 1e-4)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        run_case(args.child, args.repeat)
+        run_case(args.child, args.repeat, args.sklearn_tol)
         return
     cases = args.cases or (DEFAULT_CASES + (LARGE_CASES if args.large else ()))
     for name in cases:
-        subprocess.run([sys.executable, __file__, "--child", name, "--repeat", str(args.repeat)],
-                       check=True)
+        subprocess.run([sys.executable, __file__, "--child", name, "--repeat", str(args.repeat),
+                        "--sklearn-tol", str(args.sklearn_tol)], check=True)
 
 
 if __name__ == "__main__":
