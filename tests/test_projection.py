@@ -3,6 +3,7 @@ cache, progress and cancel, tiny inputs, the quick layout first and the final on
 import threading
 import time
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -347,3 +348,25 @@ def test_a_map_on_disk_is_returned_at_once_without_a_background_job(tmp_path, mo
     layout = map_cache.map_coords(prepared, wait_s=0.0)
     assert layout.final and np.all(layout.coords == 7) and not map_cache.map_pending(prepared)
     map_cache._jobs().clear()
+
+
+def test_seeded_sampled_layout_repeats_exactly_with_the_inverted_file_index(tmp_path, monkeypatch):
+    monkeypatch.setattr(projection, "EXACT_BELOW", 100)  # the 400-point sample is searched by faiss IVF
+    features, labels = clustered_features(n=1000, d=24, k=6, seed=5)
+    first = compute_umap(features, cache_key="a", cache_root=tmp_path, pca_dims=12, fit_size=400)
+    again = compute_umap(features, cache_key="b", cache_root=tmp_path, pca_dims=12, fit_size=400)
+    assert np.array_equal(first, again) and nearest_label_agreement(first, labels) > 0.95
+
+
+def test_warming_numba_runs_the_apps_layout_in_a_folder_it_removes(monkeypatch):
+    calls = []
+
+    def recording(features, **kwargs):
+        calls.append(kwargs)
+        return np.zeros((len(features), 2), np.float32)
+
+    monkeypatch.setattr(projection, "compute_umap", recording)
+    assert projection.warm_numba_cache() >= 0
+    (call,) = calls
+    assert call["seed"] is None  # the app's parallel code path is the one compiled
+    assert not Path(call["cache_root"]).exists()
