@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -188,8 +189,6 @@ def warm_numba_cache() -> float:
     ``scripts/setup.sh`` runs it once per install. With an empty cache, the first map of a new app
     process would pay this compilation itself (umap-learn's import alone compiles ~50 functions);
     the rest of umap-learn's numba code is not cacheable and is compiled in every new process."""
-    import tempfile
-
     started = time.perf_counter()
     points = np.random.default_rng(0).normal(size=(300, 8)).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="clipcleaner-warm-") as folder:
