@@ -128,7 +128,7 @@ def map_pending(prepared) -> bool:
 def progress_text(progress: Progress | None) -> str:
     """One line for the page: what the background map computation is doing, and the time left."""
     if progress is None or progress.stage == "starting":
-        return "starting UMAP (the first map in a new app process compiles its code: about a minute)"
+        return "starting UMAP (the first map in a new app process compiles its code: 10-30 s)"
     text = STAGES.get(progress.stage, progress.stage)
     if progress.total:
         text += f" {progress.done:,} / {progress.total:,}"
