@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -538,16 +539,21 @@ def prepared(progress=None, cancel=None) -> Prepared:
 
 
 FIT_CANCELLED = "fit_cancelled_key"
+FIT_FIRST_WAIT_S = 3.0
+"""How long a page waits in place for a fit it has just started, under a moving bar, before it
+shows the fit's progress with Cancel (the demo's first fit takes about a second)."""
 FIT_WAIT_S = 1.5
-"""How long each run of the fit's progress bar waits for the fit (the page reruns the moment it
-ends, so the demo's first fit shows its counts without waiting for the next poll)."""
+"""How long each run of that progress bar waits for the fit, so the page reruns the moment the fit
+ends rather than at the next poll."""
 
 
 def require_prepared() -> Prepared:
     """The active fit; when it is not ready, draw its progress (with Cancel) and stop the page.
 
     The fit runs in a background thread shared by every session that asks for it. A fit loaded
-    from the disk cache is back within the short first wait, so the page never flashes a bar.
+    from the disk cache is back within the short first wait, so the page never flashes a bar; a
+    short fit (the demo's first) is waited for in place, its bar moving, and the page carries on
+    in the same run; a longer one gets a progress bar with Cancel that reruns the page when done.
     """
     settings, root = active(), cache_root()
     key = _prepared_key(settings, root)
@@ -563,6 +569,8 @@ def require_prepared() -> Prepared:
     task = background.shared(key, lambda progress, cancel: _compute_prepared(settings, progress, cancel,
                                                                               root=root), label="fit")
     task.wait(0.5)
+    if task.running:
+        _wait_in_place(task, FIT_FIRST_WAIT_S)
     if not task.running:
         background.forget(key, task)
         if task.cancelled:
@@ -574,10 +582,25 @@ def require_prepared() -> Prepared:
         return task.result
     from ui import widgets
 
-    st.caption("Embedding the images and fitting the scores for these settings (cached after the "
-               "first time).")
+    st.caption(FIT_CAPTION)
     widgets.task_progress(task, key="fit", wait_s=FIT_WAIT_S)
     st.stop()
+
+
+FIT_CAPTION = "Embedding the images and fitting the scores for these settings (cached after the first time)."
+
+
+def _wait_in_place(task: background.BackgroundTask, seconds: float) -> None:
+    """Wait up to ``seconds`` for ``task`` under a moving bar that is removed afterwards."""
+    slot = st.empty()
+    with slot.container():
+        st.caption(FIT_CAPTION)
+        bar = st.progress(task.progress.fraction, text=background.describe(task.progress))
+    deadline = time.monotonic() + seconds
+    while task.running and time.monotonic() < deadline:
+        task.wait(min(0.25, max(0.0, deadline - time.monotonic())))
+        bar.progress(task.progress.fraction, text=background.describe(task.progress))
+    slot.empty()
 
 
 def dataset_fingerprint() -> str:
