@@ -10,6 +10,7 @@ from the ``streamlit run`` command to:
 * the refined UMAP map replacing it.
 
 Targets (issue "the app as a daily tool"): counts <= 10 s and a map <= 15 s on the 2-core machine.
+Each run prints the load average around it: on a shared machine the times follow the load.
 
 Run: ``python benchmarks/bench_first_launch.py [--runs 2] [--cold-numba]``.
 """
@@ -72,9 +73,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
     os.chdir(ROOT)
-    results = [one_launch(args.cold_numba, args.timeout) for _ in range(args.runs)]
-    for i, times in enumerate(results, 1):
-        print(f"run {i}: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
+    results = []
+    for i in range(1, args.runs + 1):
+        load_before = os.getloadavg()[0]
+        results.append(one_launch(args.cold_numba, args.timeout))
+        print(f"run {i}: " + ", ".join(f"{k} {v:.1f} s" for k, v in results[-1].items())
+              + f" (1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after;"
+                f" {os.cpu_count()} cores)", flush=True)
     for key, target in (("counts", 10), ("first_map", 15), ("final_map", None)):
         values = [r[key] for r in results if key in r]
         if values:
