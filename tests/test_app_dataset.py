@@ -137,3 +137,26 @@ def test_unsafe_zip_upload_is_refused(at):
     assert not at.exception
     assert any("outside the upload folder" in e.value for e in at.error)
     assert metric(at, "Images") == "1,797"
+
+
+@pytest.mark.parametrize("with_text", [True, False])
+def test_precomputed_embeddings_say_so_in_the_encoder_banner(tmp_path, monkeypatch, with_text):
+    from clipcleaner_core.metrics import make_synthetic_problem
+    from ui.state import ActiveSettings
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("CLIPCLEANER_DATA_ROOTS", raising=False)
+    problem = make_synthetic_problem(200, 3, 16, noise_rate=0.3, seed=1)
+    root = tmp_path / "emb"
+    root.mkdir()
+    np.save(root / "features.npy", problem["features"].astype(np.float32))
+    np.save(root / "labels.npy", problem["labels"])
+    if with_text:
+        np.save(root / "text_features.npy", problem["text_features"])
+        np.save(root / "text_labels.npy", problem["text_labels"])
+    at = open_app(None, clipcleaner_active=ActiveSettings(dataset_spec=str(root),
+                                                          dataset_format="embeddings"))
+    banner = " ".join(c.value for c in at.caption if "Encoder" in c.value)
+    assert "precomputed embeddings" in banner and "pixel features" not in banner
+    assert ("from its text_features.npy" in banner) == with_text
+    assert ("add text_features.npy" in banner) == (not with_text)

@@ -298,6 +298,27 @@ def _until_weights_checked() -> None:
     st.caption(":material/memory: Encoder: **pixel features** (looking for CLIP weights on this machine…)")
 
 
+def _is_embeddings_dataset() -> bool:
+    from ui import state
+
+    try:
+        return state.dataset().kind == "embeddings"
+    except Exception:  # a dataset that does not load is the Dataset page's to explain
+        return False
+
+
+def _precomputed_banner() -> None:
+    """The banner of a precomputed-embeddings dataset: its features came from elsewhere."""
+    from ui import state
+
+    root = Path(state.dataset().root)
+    with_text = (root / "text_features.npy").is_file() and (root / "text_labels.npy").is_file()
+    zero_shot = ("zero-shot scores from its text_features.npy" if with_text else
+                 "zero-shot scores off: add text_features.npy and text_labels.npy (the prompts' "
+                 "features from the same CLIP model) to that folder to turn them on")
+    st.caption(f":material/memory: Encoder: **precomputed embeddings** in `{root}` ({zero_shot}).")
+
+
 def encoder_banner() -> None:
     """One line saying which encoder scores the data, and how to get CLIP weights when missing.
 
@@ -306,6 +327,9 @@ def encoder_banner() -> None:
     """
     from ui import background, state
 
+    if state.active().dataset_format == "embeddings" or _is_embeddings_dataset():
+        _precomputed_banner()
+        return
     encoder = state.active().encoder
     if encoder.model != "pixels":
         tag = f" · {encoder.pretrained}" if encoder.pretrained else ""
