@@ -144,6 +144,10 @@ def test_a_manifest_with_absolute_paths_elsewhere_loads(tmp_path):
         f"path,label\n{tmp_path / 'data/cat/a.png'},cat\nc.png,dog\n")
     mixed = load_manifest(tmp_path / "exports" / "mixed.csv")
     assert Path(mixed.root) == tmp_path and mixed.paths == ("data/cat/a.png", "exports/c.png")
+    # the class order comes from the classes.txt beside the manifest, not from the images' folder
+    (tmp_path / "exports" / "classes.txt").write_text("dog\ncat\n")
+    ordered = load_manifest(tmp_path / "exports" / "m.csv")
+    assert ordered.class_names == ("dog", "cat") and ordered.labels.tolist() == [1, 0]
 
 
 def test_manifest_file_level_errors(tmp_path):

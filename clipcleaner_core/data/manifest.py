@@ -61,7 +61,8 @@ def load_manifest(path: str | os.PathLike, *, split: str = "train") -> Dataset:
     truth = None
     if "true_label" in table.columns:
         truth = _label_column(table["true_label"], "true_label", rows, where)
-    class_names, to_id = _classes(root, given + (truth or []), where)
+    # the class file lies beside the manifest, wherever its (absolute) image paths lead
+    class_names, to_id = _classes(path.parent, given + (truth or []), where)
     labels = np.array([to_id(v, where.row(r)) for v, r in zip(given, rows)], dtype=np.int64)
     true_labels = None
     if truth is not None:
