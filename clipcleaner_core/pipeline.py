@@ -24,6 +24,7 @@ from clipcleaner_core import atomic, neighbours
 from clipcleaner_core.data.dataset import Dataset
 from clipcleaner_core.embed import EmbeddingSet, embed_dataset, embed_texts
 from clipcleaner_core.encoders import EncoderSpec
+from clipcleaner_core.errors import DataError
 from clipcleaner_core.metrics import label_issue_auroc, per_class_table, selection_metrics
 from clipcleaner_core.paths import cache_dir
 from clipcleaner_core.prompts import PromptSet, prompt_set_for
@@ -79,8 +80,8 @@ class Prepared:
         """Embed ``other`` (the dataset's other split; cached) and match every sample to its
         nearest sample there; the score tables of this fit then carry ``duplicate_across_splits``."""
         root = Path(self.embedding.folder).parent.parent  # <cache>/embeddings/<key>
-        matches = _match_other_split(self.features, other, self.encoder_spec, root, progress,
-                                     cancel, allow_download)
+        matches = _match_other_split(self.dataset, self.features, other, self.encoder_spec, root,
+                                     progress, cancel, allow_download)
         self._checked_split["matches"] = matches
         return matches
 
@@ -219,6 +220,8 @@ def prepare(
     (1797, False)
     """
     root = Path(cache_root) if cache_root is not None else cache_dir()
+    if other_split is not None:  # before any work, not after the fit
+        _refuse_the_same_split(dataset, other_split)
     if dataset.kind == "embeddings":
         embedding, text_features, text_labels = _precomputed(dataset, root)
     else:
@@ -261,8 +264,8 @@ def prepare(
     _register_dataset(root, dataset)
     matches = None
     if other_split is not None:
-        matches = _match_other_split(features, other_split, encoder_spec, root, progress, cancel,
-                                     allow_download)
+        matches = _match_other_split(dataset, features, other_split, encoder_spec, root, progress,
+                                     cancel, allow_download)
     return Prepared(
         dataset=dataset, encoder_spec=encoder_spec, embedding=embedding, features=features,
         sample_index=sample_index, labels=labels, text_features=text_features,
@@ -272,8 +275,21 @@ def prepare(
     )
 
 
-def _match_other_split(features, other, encoder_spec, root, progress, cancel, allow_download):
+def _refuse_the_same_split(dataset: Dataset, other: Dataset) -> None:
+    """An image folder without split folders, or a manifest without a split column, loads the
+    same images for every split: each sample would be its own duplicate across splits."""
+    if other.images is None and Path(other.root).resolve() == Path(dataset.root).resolve() \
+            and tuple(other.paths) == tuple(dataset.paths):
+        raise DataError(
+            f"{dataset.spec or dataset.name} has no separate {other.split} split (asking for it "
+            f"loads the same {len(dataset)} images), so there is nothing to check across splits; "
+            "put the splits in train/ and test/ folders, or add a 'split' column to the manifest.")
+
+
+def _match_other_split(dataset, features, other, encoder_spec, root, progress, cancel,
+                       allow_download):
     """Each sample's nearest sample in ``other`` (embedded with the same encoder, cached)."""
+    _refuse_the_same_split(dataset, other)
     if other.kind == "embeddings":
         embedding, _, _ = _precomputed(other, root)
     else:

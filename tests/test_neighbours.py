@@ -386,3 +386,21 @@ def test_run_checks_the_test_split_of_a_manifest_for_duplicates(tmp_path):
     table = read_table(out)
     assert len(table) == 48 and table["duplicate_across_splits"].tolist() == [i == 7 for i in range(48)]
     assert table.loc[7, "cross_split_match"] == 2  # the test split's third image (img50)
+
+
+def test_check_splits_refuses_a_dataset_without_another_split(tmp_path, capsys):
+    """A folder without train/ and test/ loads the same images for 'test': each image would be
+    its own duplicate across splits, so the check says why it cannot run instead."""
+    from PIL import Image
+
+    from clipcleaner_core.cli import main
+
+    rng = np.random.default_rng(21)
+    for i in range(12):
+        (tmp_path / "data" / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+            tmp_path / "data" / f"c{i % 2}" / f"{i}.png")
+    out = tmp_path / "scores.csv"
+    assert main(["run", "--data", str(tmp_path / "data"), "--model", "pixels", "--check-splits",
+                 "--out", str(out)]) == 2
+    assert "has no separate test split" in capsys.readouterr().err and not out.exists()
