@@ -123,6 +123,16 @@ def _fits(nbytes: int, device) -> bool:
     return nbytes <= RESIDENT_FRACTION * free
 
 
+def release(device) -> None:
+    """Hand the memory a finished fit freed on ``device`` back to the driver (torch keeps freed
+    blocks cached for itself otherwise, and a training job started next on the same GPU would
+    find gigabytes held by an idle app process)."""
+    if device is not None and device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
 def to_device(array: np.ndarray, device, dtype=None):
     """A host array as a tensor on ``device`` (optionally converted first)."""
     import torch

@@ -386,6 +386,7 @@ def fit_scores(
     parts = reduce(sources, labels, num_classes, rows, progress, cancel)
     sources = dict.fromkeys(sources)  # drop the uploaded features before the mixtures
     del device_rows
+    accel.release(target)
     notify(progress, "mixtures", 0, 1)
     for prefix in sources:
         loss = parts[f"{prefix}_loss_score"]

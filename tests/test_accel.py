@@ -128,3 +128,13 @@ def test_auto_does_not_import_torch_on_a_machine_without_a_gpu():
             "print('torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_finished_fit_hands_cuda_memory_back(monkeypatch):
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    accel.release(None)
+    accel.release(torch.device("cpu"))
+    assert not emptied
+    accel.release(torch.device("cuda:0"))
+    assert emptied == [True]
