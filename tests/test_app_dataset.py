@@ -160,3 +160,33 @@ def test_precomputed_embeddings_say_so_in_the_encoder_banner(tmp_path, monkeypat
     assert "precomputed embeddings" in banner and "pixel features" not in banner
     assert ("from its text_features.npy" in banner) == with_text
     assert ("add text_features.npy" in banner) == (not with_text)
+
+
+def test_a_folder_that_is_not_embeddings_still_opens_the_dataset_page(tmp_path, monkeypatch):
+    """The banner never stops the app: a folder named as precomputed embeddings that holds none
+    (an address, a moved folder) leaves the Dataset page open, with its error, to pick another."""
+    from ui.state import ActiveSettings
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("CLIPCLEANER_DATA_ROOTS", raising=False)
+    folder = write_imagefolder(tmp_path / "images", corrupt=False)
+    at = open_app(PAGE, clipcleaner_active=ActiveSettings(dataset_spec=str(folder),
+                                                          dataset_format="embeddings"))
+    assert any("no features found" in e.value for e in at.error)
+    assert any("precomputed embeddings" in c.value for c in at.caption)
+
+
+def test_an_embeddings_folder_found_by_detection_says_so_in_the_banner(tmp_path, monkeypatch):
+    from clipcleaner_core.metrics import make_synthetic_problem
+    from ui.state import ActiveSettings
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("CLIPCLEANER_DATA_ROOTS", raising=False)
+    problem = make_synthetic_problem(200, 3, 16, seed=1)
+    root = tmp_path / "emb"
+    root.mkdir()
+    np.save(root / "features.npy", problem["features"].astype(np.float32))
+    np.save(root / "labels.npy", problem["labels"])
+    at = open_app(None, clipcleaner_active=ActiveSettings(dataset_spec=str(root)))  # format: detected
+    banner = " ".join(c.value for c in at.caption if "Encoder" in c.value)
+    assert "precomputed embeddings" in banner and "pixel features" not in banner

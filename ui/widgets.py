@@ -299,11 +299,18 @@ def _until_weights_checked() -> None:
 
 
 def _is_embeddings_dataset() -> bool:
+    """Whether the active dataset, its format left to detection, is a precomputed-embeddings
+    folder: asked of its path (a few file checks), never by loading it here, before the page
+    draws anything (the first load of a large image folder takes a while)."""
+    from clipcleaner_core.data import detect_format
     from ui import state
 
+    settings = state.active()
+    if settings.dataset_format is not None:
+        return settings.dataset_format == "embeddings"
     try:
-        return state.dataset().kind == "embeddings"
-    except Exception:  # a dataset that does not load is the Dataset page's to explain
+        return detect_format(settings.dataset_spec) == "embeddings"
+    except (CLIPCleanerError, OSError, ValueError):  # the Dataset page explains a bad path
         return False
 
 
@@ -311,7 +318,10 @@ def _precomputed_banner() -> None:
     """The banner of a precomputed-embeddings dataset: its features came from elsewhere."""
     from ui import state
 
-    root = Path(state.dataset().root)
+    try:
+        root = Path(state.dataset().root)
+    except (CLIPCleanerError, OSError, ValueError):  # the page says what is wrong with the folder
+        root = Path(state.active().dataset_spec)
     with_text = (root / "text_features.npy").is_file() and (root / "text_labels.npy").is_file()
     zero_shot = ("zero-shot scores from its text_features.npy" if with_text else
                  "zero-shot scores off: add text_features.npy and text_labels.npy (the prompts' "
@@ -327,7 +337,7 @@ def encoder_banner() -> None:
     """
     from ui import background, state
 
-    if state.active().dataset_format == "embeddings" or _is_embeddings_dataset():
+    if _is_embeddings_dataset():
         _precomputed_banner()
         return
     encoder = state.active().encoder
