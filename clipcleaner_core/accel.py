@@ -68,7 +68,8 @@ def fit_device(device: str | None = "auto"):
 
 def _nvidia_driver_present() -> bool:
     """Whether this machine has an NVIDIA driver loaded (what torch's CUDA needs)."""
-    return os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")
+    return any(os.path.exists(path) for path in
+               ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/dxg"))  # dxg: WSL2
 
 
 class DeviceRows:
@@ -121,6 +122,13 @@ def _fits(nbytes: int, device) -> bool:
         return True
     free, _ = torch.cuda.mem_get_info(device)
     return nbytes <= RESIDENT_FRACTION * free
+
+
+def out_of_memory_errors() -> tuple:
+    """The exceptions a device that ran out of memory raises (torch's, when torch is loaded)."""
+    torch = sys.modules.get("torch")
+    error = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return (MemoryError,) if error is None else (MemoryError, error)
 
 
 def release(device) -> None:

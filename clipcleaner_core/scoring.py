@@ -369,6 +369,37 @@ def fit_scores(
     if not config.zeroshot and config.probe == "off":
         raise ConfigError("nothing to score: zero-shot is off and probe='off'; enable one.")
     target = accel.fit_device(device)
+    args = (features, labels, num_classes, text_features, text_labels, config, chunk_rows,
+            progress, cancel)
+    if target is None:
+        sources, parts = _probabilities_and_reductions(*args, None)
+    else:
+        try:
+            sources, parts = _probabilities_and_reductions(*args, target)
+        except accel.out_of_memory_errors() as exc:  # a GPU shared with a training job, say
+            log.warning("the fit ran out of memory on %s (%s); fitting on the CPU instead",
+                        target, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            accel.release(target)
+            sources, parts = _probabilities_and_reductions(*args, None)
+        finally:
+            accel.release(target)
+    notify(progress, "mixtures", 0, 1)
+    for prefix in sources:
+        loss = parts[f"{prefix}_loss_score"]
+        mixtures = fit_mixtures(loss, labels, num_classes=num_classes)
+        parts[f"{prefix}_mixtures"] = mixtures
+        parts[f"{prefix}_clean_prob"] = mixture_posterior(loss, labels, mixtures)
+    notify(progress, "mixtures", 1, 1)
+    if config.neighbours:
+        parts.update(_neighbour_parts(features, labels, num_classes, config, knn, parts,
+                                      text_features, text_labels, progress, cancel))
+    return ScoreFit(config=config, num_classes=num_classes, labels=labels, **parts)
+
+
+def _probabilities_and_reductions(features, labels, num_classes, text_features, text_labels,
+                                  config, chunk_rows, progress, cancel, target):
+    """Steps 3-5 on ``target`` (a torch device, or None for NumPy): the probe fitted, then every
+    source's log-probabilities reduced per row chunk. Returns (the source names, the parts)."""
     device_rows = None if target is None else accel.DeviceRows(features, target)
     sources: dict = {}
     if config.zeroshot:
@@ -383,21 +414,7 @@ def fit_scores(
     width = max([num_classes] + [getattr(s, "n_prompts", 0) for s in sources.values()])
     rows = chunk_rows or max(256, CHUNK_BYTES // (8 * width))
     reduce = _reduce_in_chunks if device_rows is None else _reduce_on_device
-    parts = reduce(sources, labels, num_classes, rows, progress, cancel)
-    sources = dict.fromkeys(sources)  # drop the uploaded features before the mixtures
-    del device_rows
-    accel.release(target)
-    notify(progress, "mixtures", 0, 1)
-    for prefix in sources:
-        loss = parts[f"{prefix}_loss_score"]
-        mixtures = fit_mixtures(loss, labels, num_classes=num_classes)
-        parts[f"{prefix}_mixtures"] = mixtures
-        parts[f"{prefix}_clean_prob"] = mixture_posterior(loss, labels, mixtures)
-    notify(progress, "mixtures", 1, 1)
-    if config.neighbours:
-        parts.update(_neighbour_parts(features, labels, num_classes, config, knn, parts,
-                                      text_features, text_labels, progress, cancel))
-    return ScoreFit(config=config, num_classes=num_classes, labels=labels, **parts)
+    return tuple(sources), reduce(sources, labels, num_classes, rows, progress, cancel)
 
 
 def _neighbour_parts(features, labels, num_classes, config, knn, parts, text_features,

@@ -138,3 +138,19 @@ def test_a_finished_fit_hands_cuda_memory_back(monkeypatch):
     assert not emptied
     accel.release(torch.device("cuda:0"))
     assert emptied == [True]
+
+
+def test_a_device_out_of_memory_falls_back_to_the_cpu(torch_on_cpu, monkeypatch, caplog):
+    p = _problem(n=300, k=3, dim=8, seed=2)
+    kwargs = dict(num_classes=3, text_features=p["text_features"], text_labels=p["text_labels"])
+    host = fit_scores(p["features"], p["labels"], device="cpu", **kwargs)
+
+    def full(self, start, stop):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(accel.DeviceRows, "block", full)
+    with caplog.at_level("WARNING"):
+        fallback = fit_scores(p["features"], p["labels"], device="cuda", **kwargs)
+    assert "fitting on the CPU instead" in caplog.text and "Tried to allocate" in caplog.text
+    np.testing.assert_array_equal(host.lr_consistency, fallback.lr_consistency)
+    np.testing.assert_array_equal(host.zs_loss_score, fallback.zs_loss_score)
