@@ -43,6 +43,7 @@ def find_label_issues(
     seed: int = 0,
     true_labels=None,
     progress: Progress | None = None,
+    device: str = "auto",
 ) -> pd.DataFrame:
     """Score every sample with the CLIPCleaner rule and return the score table.
 
@@ -94,6 +95,9 @@ def find_label_issues(
         Known correct labels (benchmarks); adds ``true_label`` and ``is_noisy`` columns.
     progress : callable, optional
         ``progress(stage, done, total, rate)``.
+    device : {"auto", "cpu", "cuda", "cuda:N"}
+        Where the fit's products run: a CUDA GPU when torch sees one ("auto"), else NumPy on
+        the CPU; the selection is the same up to float rounding.
 
     Returns
     -------
@@ -132,7 +136,7 @@ def find_label_issues(
     scoring = with_neighbours_for(selection_config, scoring)
     fit = fit_scores(image_features, labels, num_classes=num_classes,
                      text_features=text_features, text_labels=text_ids, config=scoring,
-                     progress=progress)
+                     progress=progress, device=device)
     selection = select(fit, selection_config)
     truth = None if true_labels is None else check_labels(true_labels, name="true_labels",
                                                             num_classes=num_classes)

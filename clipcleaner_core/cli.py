@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="(M, D) features of the other split (e.g. the test set, same encoder): "
                      "flags samples with a near-duplicate on both sides (duplicate_across_splits)")
     _add_threshold_args(sel)
+    sel.add_argument("--device", default="auto",
+                     help="where the fit runs: auto (a CUDA GPU when present), cpu, cuda or cuda:N")
     sel.add_argument("--out", required=True, metavar="scores.csv")
 
     run = sub.add_parser("run", help="end to end: load, embed, score, select, write the score table")
@@ -296,6 +298,7 @@ def cmd_select(args) -> int:
         scores=_score_list(args), neighbours=args.neighbours, theta_knn=selection_config.theta_knn,
         combine=selection_config.combine, true_labels=true_labels,
         other_split_features=_load_npy(args.other_split_features, "--other-split-features"),
+        device=args.device,
     )
     clean_mask = table["is_clean"].to_numpy(dtype=bool)
     metrics = selection_metrics(clean_mask, table["given_label"].to_numpy(), true_labels,

@@ -154,3 +154,20 @@ def test_a_device_out_of_memory_falls_back_to_the_cpu(torch_on_cpu, monkeypatch,
     assert "fitting on the CPU instead" in caplog.text and "Tried to allocate" in caplog.text
     np.testing.assert_array_equal(host.lr_consistency, fallback.lr_consistency)
     np.testing.assert_array_equal(host.zs_loss_score, fallback.zs_loss_score)
+
+
+def test_the_cli_and_the_api_take_the_fit_device(tmp_path):
+    from clipcleaner_core import find_label_issues
+    from clipcleaner_core.cli import main
+
+    p = _problem(n=120, k=3, dim=8)
+    table = find_label_issues(p["features"], p["labels"], device="cpu")
+    assert len(table) == 120
+    np.save(tmp_path / "x.npy", p["features"])
+    np.save(tmp_path / "y.npy", p["labels"])
+    args = ["select", "--image-features", str(tmp_path / "x.npy"), "--labels",
+            str(tmp_path / "y.npy"), "--out", str(tmp_path / "s.csv")]
+    assert main(args + ["--device", "cpu"]) == 0
+    if not torch.cuda.is_available():
+        assert main(args[:-1] + [str(tmp_path / "t.csv"), "--device", "cuda"]) == 2
+        assert not (tmp_path / "t.csv").exists()
