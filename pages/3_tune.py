@@ -47,8 +47,14 @@ def set_probe(zeroshot_available):
 
 
 def bind(key, value):
-    """Show the active setting in the widget ``key`` (settings are the single source of truth)."""
-    st.session_state[key] = value
+    """Show the active setting in the widget ``key`` (settings are the single source of truth).
+
+    Written only when it differs: a value written here is pushed to the browser's widget, and a
+    run that started before the user's latest key presses would push its older value back over
+    them (five quick presses on a slider could end at the first one).
+    """
+    if key not in st.session_state or st.session_state[key] != value:
+        st.session_state[key] = value
 
 
 def fit_controls(prepared):

@@ -285,6 +285,12 @@ def test_state_survives_a_reload_and_travels_in_a_link(app_url, app_cache, brows
         slider.press("ArrowLeft")
         cons = wait_url(page, "cons", f"{round(0.8 - 0.01 * step, 2):g}", timeout_s=60)["cons"]
     assert cons == "0.75"
+    for _ in range(5):  # five quick presses: the address must end at the last one, not an earlier
+        slider.press("ArrowLeft")
+    wait_url(page, "cons", "0.7", timeout_s=60)
+    expect(page.locator('[data-testid="stStatusWidget"]')).to_be_hidden(timeout=60_000)
+    cons = url_params(page)["cons"]
+    assert cons == "0.7" and metric_value(page, "Kept")
 
     open_page(page, "Inspect")
     show = page.get_by_role("combobox", name="Show")
