@@ -36,14 +36,26 @@ def test_core_config_checks_raise_config_error(make_bad_config):
     (["embed", "--data", "demo", "--noise", "bogus:0.3"], "bogus"),
     (["run", "--data", "demo", "--temperature", "inf", "--out", "x.csv"], "--temperature inf"),
 ])
-def test_cli_prints_config_errors_as_one_line(tmp_path, argv, needle):
-    proc = subprocess.run([sys.executable, "-m", "clipcleaner_core", *argv], cwd=tmp_path,
+def test_cli_prints_config_errors_as_one_line(tmp_path, monkeypatch, capsys, argv, needle):
+    from clipcleaner_core.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], err
+
+
+def test_the_real_command_prints_one_line_too(tmp_path):
+    """``python -m clipcleaner_core`` itself (one process start; the cases above call ``main``)."""
+    proc = subprocess.run([sys.executable, "-m", "clipcleaner_core", "run", "--data", "demo",
+                           "--temperature", "inf", "--out", "x.csv"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300,
                           env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert proc.stderr.startswith("error:") and "--temperature inf" in proc.stderr
 
 
 @pytest.mark.parametrize("values, needle", [
@@ -62,13 +74,15 @@ def test_training_config_round_trips_through_json():
     assert TrainConfig.from_json(config.to_json()) == config
 
 
-def test_train_config_file_errors_are_one_line(tmp_path):
+def test_train_config_file_errors_are_one_line(tmp_path, monkeypatch, capsys):
+    from clipcleaner_core.cli import main
+
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "bad.json").write_text("{bad")
     for config, needle in ((tmp_path / "bad.json", "not valid JSON"), (tmp_path / "nope.json", "does not exist")):
-        proc = subprocess.run([sys.executable, "-m", "clipcleaner_core", "train", "--data", "demo",
-                               "--config", str(config)], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
-        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+        assert main(["train", "--data", "demo", "--config", str(config)]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("changes, needle", [
