@@ -239,7 +239,8 @@ def test_tune_relabel_reload_export(app_url, browser, tmp_path):
 
     page.locator(".st-key-tune_send_to_inspect button").click()  # review the selection in Inspect
     expect(page.get_by_text(f"{selected:,} samples match")).to_be_visible(timeout=60_000)
-    expect(page.get_by_role("combobox", name="Show")).to_have_value(f"selected on the map ({selected:,})")
+    expect(page.get_by_role("combobox", name="Show")).to_have_value(f"selected on the map ({selected:,})",
+                                                                    timeout=30_000)
     shot(page, "7-inspect-map-selection")
     page.close()
 
