@@ -186,8 +186,9 @@ def show_map(prepared, result):
         return
     coords = layout.coords
     if not layout.final:
-        st.info("Quick layout (PCA) — the refined UMAP map replaces it when ready (the first one can take "
-                "a minute; later visits load it from the cache).", icon=":material/hourglass_top:")
+        st.info("Quick layout (PCA) — the refined UMAP map replaces it when ready (about 20 s for the "
+                "demo, a few minutes at a million points; later visits load it from the cache).",
+                icon=":material/hourglass_top:")
     table = result.table
     names = np.asarray(prepared.dataset.class_names, dtype=object)
     chosen = draw_map(table, coords, names)
