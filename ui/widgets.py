@@ -204,7 +204,8 @@ def task_progress(task, *, key: str, on_cancel_text: str = "Stopping at the next
     ends the whole page reruns to show its outcome. With ``wait_s`` (only where the bar is the
     last thing on the page) each run also waits up to that long for the task, moving the bar
     in place, and reruns the page the moment the task ends rather than at the next poll: a short
-    fit shows its result at once. A Cancel click is then handled when that wait ends.
+    fit shows its result at once. The bar is redrawn every 0.25 s of that wait, which is where
+    Streamlit stops the run for a waiting click, so Cancel is not held up by the wait.
     """
     from ui import background
 
@@ -219,9 +220,10 @@ def task_progress(task, *, key: str, on_cancel_text: str = "Stopping at the next
     deadline = time.monotonic() + wait_s
     while task.running and time.monotonic() < deadline:
         task.wait(min(0.25, max(0.0, deadline - time.monotonic())))
-        if task.progress is not progress:
-            progress = task.progress
-            bar.progress(progress.fraction, text=background.describe(progress))
+        # every update is also where Streamlit takes a waiting click (Cancel, another page): sent
+        # each 0.25 s, a click is answered at once instead of when the wait ends
+        progress = task.progress
+        bar.progress(progress.fraction, text=background.describe(progress))
     if wait_s and not task.running:
         st.rerun(scope="app")
 
