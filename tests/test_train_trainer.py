@@ -135,3 +135,13 @@ def test_a_run_that_cannot_start_says_failed_in_its_status(tmp_path):
               features=features, selection=table.drop(columns="is_clean"))
     status = RunDir(tmp_path / "r").read_status()
     assert status["state"] == "failed" and "is_clean" in status["message"]
+
+
+def test_a_cancel_while_the_run_embeds_and_selects_stops_it_there(tmp_path):
+    """Cancel reaches the embedding and the default selection a run does before its first epoch."""
+    with pytest.raises(Cancelled):
+        train(TrainConfig(data="demo", epochs=1), run_dir=tmp_path / "r", cache_root=tmp_path / "c",
+              cancel=lambda: True)
+    status = RunDir(tmp_path / "r").read_status()
+    assert status["state"] == "cancelled" and status["epoch"] == 0
+    assert not list((tmp_path / "c").glob("fits/*.npz"))  # nothing half-fitted was kept

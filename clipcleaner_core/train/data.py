@@ -12,6 +12,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -78,12 +79,14 @@ def load_train_data(
     selection: pd.DataFrame | None = None,
     cache_root: str | Path | None = None,
     progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> TrainData:
     """Build the training rows, start set and test split for ``config`` (see module doc).
 
     ``features`` (N, D) are per-dataset-row features for the heads (else embedded with
     ``config.model``); ``selection`` is a score table (else ``config.selection`` or the defaults).
-    ``progress(stage, done, total, rate)`` hears the embedding and the default selection.
+    ``progress(stage, done, total, rate)`` hears the embedding and the default selection;
+    ``cancel()`` returning True stops them (:class:`~clipcleaner_core.errors.Cancelled`).
     """
     if dataset is None:
         from clipcleaner_core.data import load_dataset
@@ -103,7 +106,8 @@ def load_train_data(
     elif config.selection and Path(config.selection).suffix.lower() != ".json":
         clean, final, valid = selection_from_table(_checked_table(config, dataset), dataset)
     else:
-        clean, final, valid, embedding = _default_selection(config, dataset, cache_root, progress)
+        clean, final, valid, embedding = _default_selection(config, dataset, cache_root, progress,
+                                                            cancel)
         notes.append("selected with the default thresholds" if not config.selection
                      else f"selected with the thresholds of {config.selection}")
         if config.selection and (note := recipe_note(config.selection, dataset)):
@@ -111,7 +115,7 @@ def load_train_data(
 
     needs_features = config.backbone in HEAD_BACKBONES
     if needs_features and features is None:
-        embedding = embedding or _embed(config, dataset, cache_root, progress)
+        embedding = embedding or _embed(config, dataset, cache_root, progress, cancel)
         features = np.asarray(embedding.image_features, dtype=np.float32)
         decodable = np.asarray(embedding.valid, dtype=bool)
     inputs = _inputs(dataset, features if needs_features else None)
@@ -211,12 +215,13 @@ def _label_ids(column, dataset, index: np.ndarray) -> np.ndarray:
     return out
 
 
-def _default_selection(config, dataset, cache_root, progress):
+def _default_selection(config, dataset, cache_root, progress, cancel=None):
     from clipcleaner_core.pipeline import prepare, select_samples
     from clipcleaner_core.selection import SelectionConfig
 
     values = _selection_values(config)
-    prepared = prepare(dataset, _encoder_spec(config), cache_root=cache_root, progress=progress)
+    prepared = prepare(dataset, _encoder_spec(config), cache_root=cache_root, progress=progress,
+                       cancel=cancel)
     result = select_samples(prepared, SelectionConfig(**values))
     clean, final, valid = selection_from_table(result.table, dataset)
     return clean, final, valid, prepared.embedding
@@ -277,10 +282,11 @@ def _encoder_spec(config):
                        device="cpu" if config.device == "cpu" else "auto")
 
 
-def _embed(config, dataset, cache_root, progress):
+def _embed(config, dataset, cache_root, progress, cancel=None):
     from clipcleaner_core.embed import embed_dataset
 
-    return embed_dataset(dataset, _encoder_spec(config), cache_root=cache_root, progress=progress)
+    return embed_dataset(dataset, _encoder_spec(config), cache_root=cache_root, progress=progress,
+                         cancel=cancel)
 
 
 def _inputs(dataset, features):

@@ -123,7 +123,7 @@ def train(
             if early is not None:  # the UI sees the run while it embeds and selects
                 early.write_status("running", epoch=0, epochs=config.epochs or 0, stage="preparing")
             dataset, config, data = _prepare(ctx, config, dataset, features, selection, cache_root,
-                                             progress)
+                                             progress, cancel)
         except BaseException as exc:
             if early is not None:
                 _record_failure(early, exc, epoch=0, epochs=config.epochs or 0)
@@ -147,7 +147,7 @@ def train(
         ctx.close()
 
 
-def _prepare(ctx, config, dataset, features, selection, cache_root, progress):
+def _prepare(ctx, config, dataset, features, selection, cache_root, progress, cancel=None):
     """(dataset, resolved config, TrainData): load, add noise, resolve, select."""
     if dataset is None:
         from clipcleaner_core.data import load_dataset
@@ -156,7 +156,7 @@ def _prepare(ctx, config, dataset, features, selection, cache_root, progress):
     dataset = _with_noise(dataset, config.noise)
     config = resolve_config(config, dataset_kind=dataset.kind)
     return dataset, config, _load_in_rank_order(ctx, config, dataset, features, selection, cache_root,
-                                                progress)
+                                                progress, cancel)
 
 
 def _with_noise(dataset, noise: str | None):
@@ -169,12 +169,14 @@ def _with_noise(dataset, noise: str | None):
     return dataset if spec is None else apply_noise(dataset, spec)
 
 
-def _load_in_rank_order(ctx, config, dataset, features, selection, cache_root, progress) -> TrainData:
+def _load_in_rank_order(ctx, config, dataset, features, selection, cache_root, progress,
+                        cancel=None) -> TrainData:
     """Rank 0 embeds and selects first (filling the cache); the other ranks then read the cache."""
     if not ctx.is_main:
         ctx.barrier()
     data = load_train_data(config, dataset=dataset, features=features, selection=selection,
-                           cache_root=cache_root, progress=progress if ctx.is_main else None)
+                           cache_root=cache_root, progress=progress if ctx.is_main else None,
+                           cancel=cancel)
     if ctx.is_main:
         ctx.barrier()
     return data
@@ -254,9 +256,11 @@ def _step_reporter(progress: Progress | None, first: int, total: int):
 
 
 def _record_failure(run, exc: BaseException, *, epoch: int, epochs: int) -> None:
-    """Say "failed" in status.json if the disk lets us; the original error is what matters."""
+    """Say "failed" ("cancelled" for a cancel) in status.json if the disk lets us; the original
+    error is what matters."""
+    state = "cancelled" if isinstance(exc, Cancelled) else "failed"
     try:
-        run.write_status("failed", epoch=epoch, epochs=epochs, message=str(exc) or type(exc).__name__)
+        run.write_status(state, epoch=epoch, epochs=epochs, message=str(exc) or type(exc).__name__)
     except (CLIPCleanerError, OSError) as status_error:
         log.warning("could not record the failure in %s: %s", run.path, status_error)
 
