@@ -421,6 +421,15 @@ def _manifest_path(rel: str, dataset, folder) -> str:
     return str(full)
 
 
+def _holds_images(out: Path, dataset) -> bool:
+    """Whether the folder ``out`` is, or holds, any of the dataset's image files."""
+    rel = Path(os.path.relpath(Path(out).resolve(), Path(dataset.root).resolve())).as_posix()
+    if rel in (".", ""):
+        return True
+    prefix = rel.rstrip("/") + "/"
+    return any(path.startswith(prefix) for path in dataset.paths)
+
+
 def _refuse_originals(out: Path, dataset, *, folder: bool) -> None:
     if dataset is None:
         return
@@ -436,6 +445,8 @@ def _refuse_originals(out: Path, dataset, *, folder: bool) -> None:
             raise DataError(f"refusing to write {out}: it would replace the dataset's own files "
                             f"({original}); choose a folder outside the dataset")
         if folder and dataset.images is None and is_within(out, original):
+            if dataset.kind == "manifest" and not _holds_images(out, dataset):
+                continue  # a manifest lists its images: a new folder beside them adds none
             raise DataError(f"refusing to write {out} inside the dataset folder {original}; choose a "
                             "folder outside it (an export never touches the original images)")
 

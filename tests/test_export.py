@@ -273,3 +273,24 @@ def test_unknown_format_and_bad_labels_are_refused(tmp_path, folder_dataset):
         export(table, "manifest", tmp_path / "m.csv", class_names=("only",))
     with pytest.raises(DataError, match="needs the dataset"):
         export(table, "imagefolder", tmp_path / "f")
+
+
+def test_a_manifest_datasets_root_only_guards_its_images(tmp_path, folder_dataset):
+    """A manifest whose absolute paths lie in two folders has their common parent as its root; an
+    ImageFolder export beside them adds nothing to that dataset, one over its images is refused."""
+    dataset, table = folder_dataset
+    manifest = tmp_path / "lists" / "m.csv"
+    manifest.parent.mkdir()
+    manifest.write_text("path,label\n" + "".join(f"{dataset.root / p},{CLASSES[i % 3]}\n"
+                                                 for i, p in enumerate(dataset.paths)))
+    listed = load_manifest(manifest)
+    assert Path(listed.root) == dataset.root
+    export(table, "imagefolder", tmp_path / "lists" / "clean", dataset=listed, link="copy")
+    export(table, "imagefolder", dataset.root / "clean", dataset=listed, link="copy")
+    assert len(list((dataset.root / "clean").rglob("*.png"))) == kept_mask(table).sum()
+    for out in (dataset.root / "cat", dataset.root):
+        with pytest.raises(DataError, match="refusing"):
+            export(table, "imagefolder", out, dataset=listed, overwrite=True)
+    imagefolder, _ = folder_dataset
+    with pytest.raises(DataError, match="inside the dataset folder"):  # an image folder: always
+        export(table, "imagefolder", dataset.root / "clean2", dataset=imagefolder)
