@@ -1,8 +1,5 @@
 """A malicious or wrong --backbone-weights file is refused with one line, never run, no traceback."""
-import os
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +8,6 @@ import torch
 from clipcleaner_core.errors import WeightsUnavailableError
 from clipcleaner_core.train.models import build_model
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class _Payload:
@@ -22,17 +18,19 @@ class _Payload:
         return (open, (self.marker, "w"))  # would create the marker file if it were ever unpickled
 
 
-def test_cli_refuses_a_pickle_that_carries_code(tmp_path):
+def test_cli_refuses_a_pickle_that_carries_code(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     weights = tmp_path / "resnet18.pth"
     marker = tmp_path / "pwned"
     with open(weights, "wb") as handle:
         pickle.dump({"conv1.weight": _Payload(str(marker))}, handle)
-    proc = subprocess.run([sys.executable, "-m", "clipcleaner_core", "train", "--data", "demo",
-                           "--backbone", "resnet18", "--backbone-weights", str(weights), "--epochs", "1",
-                           "--out", str(tmp_path / "run")], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
+    from clipcleaner_core.cli import main
+
+    code = main(["train", "--data", "demo", "--backbone", "resnet18", "--backbone-weights",
+                 str(weights), "--epochs", "1", "--out", str(tmp_path / "run")])
+    stderr = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "cannot be loaded safely" in lines[0] and str(weights) in lines[0]
     assert not marker.exists()
 
