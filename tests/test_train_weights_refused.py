@@ -1,6 +1,5 @@
 """A malicious or wrong --backbone-weights file is refused with one line, never run, no traceback."""
 import pickle
-from pathlib import Path
 
 import pytest
 import torch
