@@ -475,5 +475,8 @@ def _fail(args, message: str) -> int:
     """Print ``message`` as one line on stderr (the traceback only with -v); exit status 2."""
     if getattr(args, "verbose", False):
         log.exception("failed")
-    print("error: " + " ".join(message.split()), file=sys.stderr)
+    # one write of the whole line: ranks of a torchrun job share stderr, unbuffered, and print's
+    # separate write of the newline let two ranks' lines run together
+    sys.stderr.write("error: " + " ".join(message.split()) + "\n")
+    sys.stderr.flush()
     return 2
