@@ -413,8 +413,8 @@ def _probabilities_and_reductions(features, labels, num_classes, text_features, 
         )
     width = max([num_classes] + [getattr(s, "n_prompts", 0) for s in sources.values()])
     rows = chunk_rows or max(256, CHUNK_BYTES // (8 * width))
-    reduce = _reduce_in_chunks if device_rows is None else _reduce_on_device
-    return tuple(sources), reduce(sources, labels, num_classes, rows, progress, cancel)
+    return tuple(sources), _reduce_in_chunks(sources, labels, num_classes, rows, progress, cancel,
+                                             target)
 
 
 def _neighbour_parts(features, labels, num_classes, config, knn, parts, text_features,
@@ -484,10 +484,14 @@ class _ZeroShot:
         return torch.log_softmax(peak + total.log(), dim=1)
 
 
-def _reduce_in_chunks(sources, labels, num_classes, rows, progress, cancel) -> dict:
-    """Per-sample reductions of every source's log-probabilities, one row chunk at a time."""
+def _reduce_in_chunks(sources, labels, num_classes, rows, progress, cancel, device=None) -> dict:
+    """Per-sample reductions of every source's log-probabilities, one row chunk at a time: in
+    NumPy, or in torch on ``device`` (the (rows, K) matrices stay there and only per-sample
+    vectors and the top-k come back)."""
     n = labels.size
     k = min(TOP_K, num_classes)
+    reduce_chunk = _numpy_chunk(labels, num_classes, k) if device is None else \
+        _device_chunk(labels, k, device)
     own = {p: np.empty(n) for p in sources}
     parts: dict = {}
     for prefix in sources:
@@ -500,71 +504,57 @@ def _reduce_in_chunks(sources, labels, num_classes, rows, progress, cancel) -> d
     for lo in range(0, n, rows):
         hi = min(n, lo + rows)
         check_cancel(cancel, "scoring")
-        chunk_labels = labels[lo:hi]
-        picked = np.arange(hi - lo), chunk_labels
         total = None
         for prefix, source in sources.items():
-            log_p = source.log_proba(lo, hi)
-            own[prefix][lo:hi] = log_p[picked]
-            parts[f"{prefix}_consistency"][lo:hi] = _compute_consistency(log_p, chunk_labels)
-            top = np.argpartition(-log_p, k - 1, axis=1)[:, :k] if k < num_classes else \
-                np.broadcast_to(np.arange(num_classes), log_p.shape).copy()
-            top_log = np.take_along_axis(log_p, top, axis=1)
-            order = np.argsort(-top_log, axis=1, kind="stable")
-            parts[f"{prefix}_top_classes"][lo:hi] = np.take_along_axis(top, order, axis=1)
-            parts[f"{prefix}_top_probs"][lo:hi] = np.exp(np.take_along_axis(top_log, order, axis=1))
-            if len(sources) == 2:
-                probs = np.exp(log_p)
+            (own[prefix][lo:hi], parts[f"{prefix}_consistency"][lo:hi],
+             parts[f"{prefix}_top_classes"][lo:hi], parts[f"{prefix}_top_probs"][lo:hi],
+             probs) = reduce_chunk(source, lo, hi, with_probs=len(sources) == 2)
+            if probs is not None:
                 total = probs if total is None else total + probs
         if total is not None:
-            parts["suggested_both"][lo:hi] = np.argmax(total, axis=1)
+            parts["suggested_both"][lo:hi] = _host(total.argmax(1))
         notify(progress, "scores", hi, n, meter.rate(hi))
     for prefix in sources:
         parts[f"{prefix}_loss_score"] = _normalise_within_class(own[prefix], labels, num_classes)
     return parts
 
 
-def _reduce_on_device(sources, labels, num_classes, rows, progress, cancel) -> dict:
-    """:func:`_reduce_in_chunks` in torch on the sources' device: per chunk the (rows, K)
-    log-probabilities stay there and only per-sample vectors and the top-k come back."""
+def _numpy_chunk(labels, num_classes, k):
+    """Rows lo:hi of a source -> (own log p, consistency, top-k classes, top-k probabilities,
+    probabilities or None), in NumPy."""
+    def reduce_chunk(source, lo, hi, *, with_probs):
+        log_p, chunk_labels = source.log_proba(lo, hi), labels[lo:hi]
+        top = np.argpartition(-log_p, k - 1, axis=1)[:, :k] if k < num_classes else \
+            np.broadcast_to(np.arange(num_classes), log_p.shape).copy()
+        top_log = np.take_along_axis(log_p, top, axis=1)
+        order = np.argsort(-top_log, axis=1, kind="stable")
+        return (log_p[np.arange(hi - lo), chunk_labels], _compute_consistency(log_p, chunk_labels),
+                np.take_along_axis(top, order, axis=1),
+                np.exp(np.take_along_axis(top_log, order, axis=1)),
+                np.exp(log_p) if with_probs else None)
+    return reduce_chunk
+
+
+def _device_chunk(labels, k, device):
+    """As :func:`_numpy_chunk`, in torch on ``device`` (the probabilities stay there)."""
     import torch
 
-    n = labels.size
-    k = min(TOP_K, num_classes)
-    device = next(iter(sources.values())).device_rows.device
     labels_t = accel.to_device(labels, device, np.int64)
-    own = {p: np.empty(n) for p in sources}
-    parts: dict = {}
-    for prefix in sources:
-        parts[f"{prefix}_consistency"] = np.empty(n)
-        parts[f"{prefix}_top_classes"] = np.empty((n, k), dtype=np.int32)
-        parts[f"{prefix}_top_probs"] = np.empty((n, k), dtype=np.float32)
-    if len(sources) == 2:
-        parts["suggested_both"] = np.empty(n, dtype=np.int32)
-    meter = RateMeter()
     tiny = float(np.finfo(np.float64).tiny)
-    for lo in range(0, n, rows):
-        hi = min(n, lo + rows)
-        check_cancel(cancel, "scoring")
-        chunk_labels = labels_t[lo:hi, None]
-        total = None
-        for prefix, source in sources.items():
-            log_p = source.log_proba_tensor(lo, hi)
-            picked = log_p.gather(1, chunk_labels).squeeze(1)
-            ratio = (picked - log_p.max(dim=1).values).exp_().clamp_(tiny, 1.0)
-            top_log, top = torch.topk(log_p, k, dim=1)
-            own[prefix][lo:hi] = picked.cpu().numpy()
-            parts[f"{prefix}_consistency"][lo:hi] = ratio.cpu().numpy()
-            parts[f"{prefix}_top_classes"][lo:hi] = top.cpu().numpy()
-            parts[f"{prefix}_top_probs"][lo:hi] = top_log.exp().cpu().numpy()
-            if len(sources) == 2:
-                total = log_p.exp() if total is None else total + log_p.exp()
-        if total is not None:
-            parts["suggested_both"][lo:hi] = total.argmax(dim=1).cpu().numpy()
-        notify(progress, "scores", hi, n, meter.rate(hi))
-    for prefix in sources:
-        parts[f"{prefix}_loss_score"] = _normalise_within_class(own[prefix], labels, num_classes)
-    return parts
+
+    def reduce_chunk(source, lo, hi, *, with_probs):
+        log_p = source.log_proba_tensor(lo, hi)
+        picked = log_p.gather(1, labels_t[lo:hi, None]).squeeze(1)
+        ratio = (picked - log_p.max(dim=1).values).exp_().clamp_(tiny, 1.0)
+        top_log, top = torch.topk(log_p, k, dim=1)
+        return (_host(picked), _host(ratio), _host(top), _host(top_log.exp()),
+                log_p.exp() if with_probs else None)
+    return reduce_chunk
+
+
+def _host(values) -> np.ndarray:
+    """A NumPy array, or a torch tensor copied to the host."""
+    return values if isinstance(values, np.ndarray) else values.cpu().numpy()
 
 
 def _normalise_within_class(own, labels, num_classes):
