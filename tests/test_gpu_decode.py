@@ -134,17 +134,24 @@ def test_files_the_device_cannot_take_go_through_the_cpu_path_with_the_same_reas
             assert torch.equal(dev_images[row], cpu_images[row]), name
 
 
+def _features_by_decode(dataset, encoder, folder, modes, *, num_workers):
+    """((features, bad rows) of one cache chunk holding the whole dataset) per ``device_decode``
+    mode, in the order given."""
+    out = []
+    for device_decode in modes:
+        chunks = folder / f"chunks-{device_decode}"
+        chunks.mkdir()
+        embed_loader.encode_chunks(dataset, encoder, chunks, [0], chunk_size=len(dataset), batch_size=4,
+                                   num_workers=num_workers, device_decode=device_decode)
+        out.append(embed_loader.read_chunk(chunks, 0))
+    return out
+
+
 def test_embedding_through_the_device_path_on_cpu_gives_nearly_the_same_features(tmp_path, encoders):
     dataset = _mixed_dataset(tmp_path)
     encoder = encoders["tiny"]
-    features = {}
-    for device_decode in (False, True):
-        chunks = tmp_path / f"chunks-{device_decode}"
-        chunks.mkdir()
-        embed_loader.encode_chunks(dataset, encoder, chunks, [0], chunk_size=len(dataset), batch_size=4,
-                                   num_workers=0, device_decode=device_decode)
-        features[device_decode] = embed_loader.read_chunk(chunks, 0)
-    (cpu, cpu_bad), (dev, dev_bad) = features[False], features[True]
+    (cpu, cpu_bad), (dev, dev_bad) = _features_by_decode(dataset, encoder, tmp_path, (False, True),
+                                                          num_workers=0)
     assert cpu_bad == dev_bad and sorted(cpu_bad) == [4, 5, 7]
     cosine = (cpu * dev).sum(axis=1)
     assert np.all(cosine[[0, 1, 2, 3, 6]] > 0.999) and not dev[[4, 5, 7]].any()
@@ -204,13 +211,8 @@ def test_embedding_on_cuda_decodes_on_the_gpu_and_keeps_the_cpu_paths_failures(t
     name, weights = make_tiny_clip(tmp_path_factory.mktemp("tiny-cuda"))
     encoder = load_encoder(EncoderSpec(model=name, pretrained=str(weights), device="cuda", precision="fp32"))
     dataset = _mixed_dataset(tmp_path)
-    features = {}
-    for device_decode in (False, None):  # None: the default on CUDA, i.e. on the GPU
-        chunks = tmp_path / f"chunks-{device_decode}"
-        chunks.mkdir()
-        embed_loader.encode_chunks(dataset, encoder, chunks, [0], chunk_size=len(dataset), batch_size=4,
-                                   num_workers=2, device_decode=device_decode)
-        features[device_decode] = embed_loader.read_chunk(chunks, 0)
-    (cpu, cpu_bad), (dev, dev_bad) = features[False], features[None]
+    # None: the default on CUDA, i.e. decoded on the GPU
+    (cpu, cpu_bad), (dev, dev_bad) = _features_by_decode(dataset, encoder, tmp_path, (False, None),
+                                                          num_workers=2)
     assert cpu_bad == dev_bad and sorted(cpu_bad) == [4, 5, 7]
     assert np.all((cpu * dev).sum(axis=1)[[0, 1, 2, 3, 6]] > 0.998)
