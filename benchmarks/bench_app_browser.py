@@ -182,19 +182,27 @@ def measure(url: str, manifest: Path, moves: int, shots: Path) -> dict:
     return out
 
 
+def draw_box(page, corner, opposite) -> float:
+    """Drag a box on the Tune map between two corners given as fractions of the map's width and
+    height; returns ``time.perf_counter()`` at the start of the drag."""
+    the_map = page.locator('iframe[title*="umap_map"]').content_frame
+    the_map.get_by_role("button", name="Box").click()
+    box = the_map.locator("#map").bounding_box()
+    started = time.perf_counter()
+    page.mouse.move(box["x"] + box["width"] * corner[0], box["y"] + box["height"] * corner[1])
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * opposite[0], box["y"] + box["height"] * opposite[1],
+                    steps=5)
+    page.mouse.up()
+    return started
+
+
 def select_and_review(page, shots: Path) -> tuple[float, str]:
     """A box over the middle of the Tune map, then "Review these N in Inspect": seconds until Inspect
     lists them, and what it says."""
     from playwright.sync_api import expect
 
-    the_map = page.locator('iframe[title*="umap_map"]').content_frame
-    the_map.get_by_role("button", name="Box").click()
-    box = the_map.locator("#map").bounding_box()
-    started = time.perf_counter()
-    page.mouse.move(box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.6, steps=5)
-    page.mouse.up()
+    started = draw_box(page, (0.35, 0.35), (0.55, 0.6))
     expect(page.get_by_text("samples selected on the map").first).to_be_visible(timeout=60_000)
     selected = page.get_by_text("samples selected on the map").first.inner_text().split()[0]
     page.locator(".st-key-tune_send_to_inspect button").click()
@@ -264,15 +272,7 @@ def measure_map(url: str, n: int, moves: int, shots: Path, data_folder: Path) ->
             page.wait_for_timeout(300)
         out["slider_count_s"], out["slider_map_s"] = count_s, map_s
         out["state_moves"] = page.evaluate(MAP_STATE_JS)
-        frame = page.locator('iframe[title*="umap_map"]')
-        the_map = frame.content_frame
-        the_map.get_by_role("button", name="Box").click()
-        box = the_map.locator("#map").bounding_box()
-        started = time.perf_counter()
-        page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3)
-        page.mouse.down()
-        page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.7, steps=5)
-        page.mouse.up()
+        started = draw_box(page, (0.3, 0.3), (0.6, 0.7))
         expect(page.get_by_text("samples selected on the map").first).not_to_have_text(
             "0 samples selected on the map", timeout=60_000)
         out["box_s"] = time.perf_counter() - started
