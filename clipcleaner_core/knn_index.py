@@ -5,8 +5,8 @@ similarity (a :class:`KnnGraph`); ``.search(queries, k)`` answers new queries (a
 feature of the same model). Search is exact up to ``EXACT_MAX_ROWS`` rows: float32 matrix
 products over row blocks of at most ``BLOCK_BYTES``, the top k kept per block, so memory grows
 with N x k, never N x N. Above that it is approximate: faiss's inverted-file index (IVF-Flat, inner
-product); a query searches ``N_PROBE`` lists, the kNN graph joins each list with the ``N_PROBE``
-lists nearest it. Recall at k = 10 against exact search is
+product); a query searches its ``N_PROBE`` nearest lists, and so does each sample for the kNN
+graph, list by list as one matrix product. Recall at k = 10 against exact search is
 checked in ``tests/test_neighbours.py`` (>= 0.95 on clustered data) and measured on real-sized
 features by ``benchmarks/bench_neighbours.py --features``. :func:`neighbour_index` builds an index once per embedding
 and caches it, with its graphs, on disk (atomic writes, a JSON sidecar per file).
@@ -38,11 +38,14 @@ SEARCH_CHUNK = 16_384
 TRAIN_PER_LIST = 40
 #: k-means iterations of the list centroids (faiss's default is 25; 10 loses no recall here)
 TRAIN_ITERATIONS = 10
-#: lists searched per query, and around each list by the kNN graph's join. Measured with
+#: lists searched per query, and per sample by the kNN graph. Measured with
 #: benchmarks/bench_neighbours.py --features on 10^6 x 512 rows (4,000 lists): recall at k = 10
 #: 0.993 at 1.7 ms a query (16 lists: 0.977; 200: 0.9997 at 8 ms); at 30,000 rows (693 lists) 0.950
 N_PROBE = 32
 FORMAT_VERSION = 1
+#: the kNN graph's method: 2 = each sample against its own N_PROBE nearest lists (1 joined each
+#: list with the lists nearest its centroid: recall 0.930 at 10^6 rows); older graphs are rebuilt
+GRAPH_VERSION = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,15 +131,16 @@ class NeighbourIndex:
         if k == 0:  # a single sample has no neighbours
             return KnnGraph(np.empty((n, 0), np.int32), np.empty((n, 0), np.float32), self.method_)
         path = None if self.folder is None else self.folder / f"graph-k{k}.npz"
-        if path is not None and _cached(path, self._meta()):
+        meta = {**self._meta(), "graph_version": GRAPH_VERSION}
+        if path is not None and _cached(path, meta):
             with np.load(path, allow_pickle=False) as data:
                 return KnnGraph(data["indices"], data["similarities"], self.method_)
         if self._faiss is None and self._exact is None:
             self.build(progress=progress, cancel=cancel)
         started = time.perf_counter()
         if self._faiss is not None:
-            indices, similarities = _ivf_self_join(self._faiss, n, k, self._exact_rows, progress,
-                                                   cancel)
+            indices, similarities = _ivf_self_join(self._faiss, self.features, k, self._exact_rows,
+                                                   progress, cancel)
         else:
             indices, similarities = self._exact_graph(n, k, progress, cancel)
         graph = KnnGraph(indices, similarities, self.method_)
@@ -144,7 +148,7 @@ class NeighbourIndex:
             with atomic.atomic_path(path) as tmp:
                 with open(tmp, "wb") as handle:
                     np.savez(handle, indices=indices, similarities=similarities)
-            atomic.write_sidecar(path, self._meta())
+            atomic.write_sidecar(path, meta)
         log.info("kNN graph (%s, N=%d, k=%d) in %.1f s", self.method_, n, k,
                  time.perf_counter() - started)
         return graph
@@ -317,42 +321,75 @@ def _faiss_search(index, queries, k, exact_rows):
     return found.astype(np.int32), sims.astype(np.float32)
 
 
-def _ivf_self_join(index, n, k, exact_rows, progress, cancel):
-    """The kNN graph of the rows held in an IVF-Flat ``index``, one matrix product per inverted list:
-    the list's members against the members of the ``N_PROBE`` lists nearest its centroid (itself
-    included). Per-query scanning runs far below BLAS speed; this join runs at it."""
+def _ivf_self_join(index, features, k, exact_rows, progress, cancel):
+    """The kNN graph of the ``features`` (N, D) held in an IVF-Flat ``index``: each sample is
+    compared with the members of its ``N_PROBE`` nearest lists, the lists a query of it would
+    search, so the graph's recall is the query recall. The work runs list by list, as one matrix
+    product of the samples probing a list against its members (per-query scanning runs far below
+    BLAS speed; this runs at it). Each sample's own nearest list goes first, so that its running
+    k-th similarity is high early and most later blocks are skipped without a top-k merge."""
     from faiss.contrib.inspect_tools import get_invlist
 
-    n_lists, dim = index.nlist, index.d
-    invlists = index.invlists
-    centroids = index.quantizer.reconstruct_n(0, n_lists)
-    nearest = _exact_search(centroids, centroids, min(N_PROBE, n_lists))[0]
-    indices = np.empty((n, k), dtype=np.int32)
-    similarities = np.empty((n, k), dtype=np.float32)
-    started, done = time.perf_counter(), 0
-    for lst in range(n_lists):
-        if cancel is not None and cancel():
-            raise Cancelled("neighbour search cancelled")
-        members, member_codes = get_invlist(invlists, lst)
-        if members.size == 0:
-            continue
-        parts = [get_invlist(invlists, int(other)) for other in nearest[lst] if other != lst]
-        ids = np.concatenate([members] + [p[0] for p in parts])
-        codes = np.concatenate([member_codes] + [p[1] for p in parts]).view(np.float32)
-        queries = member_codes.view(np.float32).reshape(-1, dim)
-        own = np.arange(members.size)  # the members come first among the candidates
-        if ids.size > k:
-            found, sims = _exact_search(codes.reshape(-1, dim), queries, k, exclude=own)
-            indices[members], similarities[members] = ids[found], sims
-        else:  # too few candidates around this list: search these rows exactly
-            found, sims = exact_rows(members, queries, k + 1)
-            keep = found != members[:, None]
-            keep[~(~keep).any(axis=1), -1] = False
-            indices[members] = found[keep].reshape(-1, k)
-            similarities[members] = sims[keep].reshape(-1, k)
-        done += members.size
-        _report(progress, "neighbours", done, n, started)
-    return indices, similarities
+    n, dim = features.shape
+    n_lists = index.nlist
+    n_probe = _n_probe(n_lists)
+    probes = np.empty((n, n_probe), dtype=np.int32)
+    for lo in range(0, n, SEARCH_CHUNK):
+        hi = min(n, lo + SEARCH_CHUNK)
+        probes[lo:hi] = index.quantizer.search(
+            np.ascontiguousarray(features[lo:hi], dtype=np.float32), n_probe)[1]
+    best_ids = np.full((n, k), -1, dtype=np.int64)
+    best_sims = np.full((n, k), -np.inf, dtype=np.float32)
+    kth = np.full(n, -np.inf, dtype=np.float32)  # each sample's k-th best similarity so far
+    started, done, total = time.perf_counter(), 0, n * n_probe
+    for ranks in (slice(0, 1), slice(1, n_probe)):  # the nearest list first, then the others
+        part = probes[:, ranks]
+        width = part.shape[1]
+        flat = part.ravel()
+        order = np.argsort(flat, kind="stable")
+        bounds = np.searchsorted(flat[order], np.arange(n_lists + 1))
+        for lst in range(n_lists):
+            if cancel is not None and cancel():
+                raise Cancelled("neighbour search cancelled")
+            queries = order[bounds[lst]:bounds[lst + 1]] // width  # ascending sample numbers
+            members, codes = get_invlist(index.invlists, lst)
+            if queries.size == 0 or members.size == 0:
+                continue
+            sims = np.asarray(features[queries], dtype=np.float32) @ codes.view(np.float32).reshape(-1, dim).T
+            at = np.minimum(np.searchsorted(members, queries), members.size - 1)
+            own = np.flatnonzero(members[at] == queries)  # a sample is not its own neighbour
+            sims[own, at[own]] = -np.inf
+            better = np.flatnonzero(sims.max(axis=1) > kth[queries])
+            if better.size:
+                _merge_top(best_ids, best_sims, kth, queries[better], sims[better], members, k)
+            done += queries.size
+            _report(progress, "neighbours", done, total, started)
+    short = np.flatnonzero(~np.isfinite(best_sims).all(axis=1))
+    if short.size:  # fewer than k candidates in the probed lists: search these rows exactly
+        found, sims = exact_rows(short, np.asarray(features[short], dtype=np.float32), k + 1)
+        keep = found != short[:, None]
+        keep[~(~keep).any(axis=1), -1] = False
+        best_ids[short], best_sims[short] = found[keep].reshape(-1, k), sims[keep].reshape(-1, k)
+    order = np.lexsort((best_ids, -best_sims), axis=1)  # nearest first, ties by sample number
+    return (np.take_along_axis(best_ids, order, axis=1).astype(np.int32),
+            np.take_along_axis(best_sims, order, axis=1))
+
+
+def _merge_top(best_ids, best_sims, kth, queries, sims, members, k):
+    """Merge the top k of each row of ``sims`` (rows: ``queries``; columns: ``members``) into the
+    running top k of those samples."""
+    m = members.size
+    if k < m:
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        top_sims = np.take_along_axis(sims, top, axis=1)
+    else:
+        top, top_sims = np.broadcast_to(np.arange(m), sims.shape), sims
+    ids = np.concatenate([best_ids[queries], members[top]], axis=1)
+    cand = np.concatenate([best_sims[queries], top_sims], axis=1)
+    keep = np.argpartition(-cand, k - 1, axis=1)[:, :k]
+    best_ids[queries] = np.take_along_axis(ids, keep, axis=1)
+    best_sims[queries] = kept = np.take_along_axis(cand, keep, axis=1)
+    kth[queries] = kept.min(axis=1)
 
 
 def _report(progress, stage, done, total, started):

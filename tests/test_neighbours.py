@@ -66,6 +66,24 @@ def test_approximate_graph_recall_against_exact_search():
     assert recall(found, truth) >= 0.95
 
 
+def test_the_graph_searches_each_sample_as_a_query_would_on_clip_like_data():
+    # anisotropic (a shared direction), many small classes, noisy: the lists nearest a sample
+    # are often not the lists nearest its own list's centre; the graph must probe the former
+    rng = np.random.default_rng(5)
+    centres, shared = rng.standard_normal((300, 64)), 3 * rng.standard_normal(64)
+    features = unit(centres[rng.integers(0, 300, 8000)] + shared
+                    + 1.2 * rng.standard_normal((8000, 64))).astype(np.float32)
+    exact = neighbours.NeighbourIndex(features, method="exact").graph(10)
+    index = neighbours.NeighbourIndex(features, method="approximate")
+    graph = index.graph(10)
+    found, _ = index.search(features, 11)
+    queried = np.array([row[row != i][:10] for i, row in enumerate(found)])
+    assert abs(recall(graph.indices, exact.indices) - recall(queried, exact.indices)) < 1e-3
+    np.testing.assert_allclose(graph.similarities,
+                               np.einsum("nd,nkd->nk", features, features[graph.indices]), atol=1e-5)
+    assert (np.diff(graph.similarities, axis=1) <= 0).all()  # nearest first
+
+
 def test_auto_picks_exact_for_small_data_and_rejects_unknown_methods():
     features, _, _ = clusters(100)
     assert neighbours.NeighbourIndex(features).method_ == "exact"
