@@ -56,9 +56,9 @@ SCORES: tuple[Score, ...] = (
     # beyond the paper (clipcleaner_core/neighbours.py): off by default and in the paper presets.
     # knn_agreement is the trusted kNN vote: neighbours count by similarity and by the trust in
     # their own labels (their paper scores, propagated over the graph). With neighbour scores on,
-    # label_score is still the mean of the enabled scores, so it adds the neighbours' evidence to
-    # the paper's scores of the sample (in "paper + neighbours": probe and zero-shot clean
-    # probabilities and consistencies, the kNN vote and the LEMoN clean probability).
+    # label_score adds the neighbours' evidence to the paper's scores of the sample: each paper
+    # score counts once and the neighbour scores (the kNN vote, the LEMoN clean probability)
+    # together count as one, since both read the same kNN graph (selection.label_score_weights).
     Score("knn_agreement", "nb", "consistency", "knn_agreement", "knn_agreement", "theta_knn",
           "kNN label agreement"),
     Score("lemon", "nb", "loss", "lemon_score", "lemon_clean_prob", "theta_gmm",

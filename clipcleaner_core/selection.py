@@ -89,7 +89,8 @@ class Selection:
 
     - ``clean_mask``: bool, True = kept as clean (after refill).
     - ``label_score``: float in [0, 1], higher = more likely correct: the mean over the enabled
-      scores of the clean probability (loss scores) or the consistency (consistency scores).
+      scores of the clean probability (loss scores) or the consistency (consistency scores); the
+      neighbour scores count together as one score (:func:`label_score_weights`).
     - ``suggested_label``: int, argmax of the mean of the enabled probability matrices.
     - ``refilled``: bool, True for samples added by the empty-class refill.
     - ``flagged_by``: score name -> bool array, True where the sample fails that score.
@@ -158,6 +159,27 @@ def select(fit: ScoreFit, config: SelectionConfig = SelectionConfig()) -> Select
     return _compute_selection(fit, config, enabled)
 
 
+def label_score_weights(enabled: tuple) -> dict:
+    """Each enabled score's weight in ``label_score``: 1 for each of the paper's scores, and
+    1 / (enabled neighbour scores) for each neighbour score, so that the neighbour family counts
+    as one score.
+
+    The kNN vote and the LEMoN-style score both read the same kNN graph (LEMoN's neighbour term is
+    a text-weighted kNN vote), so counting them as two independent scores would count the graph
+    twice. With the paper's scores alone every weight is 1 and ``label_score`` is their plain mean.
+
+    Examples
+    --------
+    >>> from clipcleaner_core.selection import label_score_weights
+    >>> label_score_weights(("lr_loss", "lr_consistency"))
+    {'lr_loss': 1.0, 'lr_consistency': 1.0}
+    >>> label_score_weights(("lr_loss", "lr_consistency", "knn_agreement", "lemon"))
+    {'lr_loss': 1.0, 'lr_consistency': 1.0, 'knn_agreement': 0.5, 'lemon': 0.5}
+    """
+    neighbour = [name for name in enabled if SCORES_BY_NAME[name].family == "nb"]
+    return {name: 1.0 / len(neighbour) if name in neighbour else 1.0 for name in enabled}
+
+
 def _score_values(fit: ScoreFit, name: str) -> np.ndarray:
     return getattr(fit, SCORES_BY_NAME[name].gate_column)
 
@@ -167,12 +189,13 @@ def _compute_selection(fit: ScoreFit, config: SelectionConfig, enabled: tuple) -
     flagged_by = {}
     failed = np.zeros(n, dtype=np.int32)
     score_sum = np.zeros(n)
+    weights = label_score_weights(enabled)
     for name in enabled:
         values = _score_values(fit, name)
         theta = getattr(config, SCORES_BY_NAME[name].threshold)
         flagged_by[name] = values < theta
         failed += flagged_by[name]
-        score_sum += values
+        score_sum += weights[name] * values
     # "all": no score failed (step 8); "majority": at most half of them failed
     clean = failed == 0 if config.combine == "all" else 2 * failed <= len(enabled)
     refilled = np.zeros(n, dtype=bool)
@@ -185,7 +208,7 @@ def _compute_selection(fit: ScoreFit, config: SelectionConfig, enabled: tuple) -
         is_outlier = fit.outlier_z > config.outlier_z
     return Selection(
         clean_mask=clean,
-        label_score=score_sum / len(enabled),
+        label_score=score_sum / sum(weights.values()),
         suggested_label=_suggest(fit, enabled),
         refilled=refilled,
         flagged_by=flagged_by,

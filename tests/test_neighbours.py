@@ -269,6 +269,20 @@ def test_majority_keeps_a_sample_that_fails_one_score_of_three():
         SelectionConfig(combine="any")
 
 
+def test_the_neighbour_scores_count_as_one_in_the_label_score():
+    features, labels, centres = clusters(300, spread=1.5, seed=15)
+    noisy = labels.copy()
+    noisy[:30] = (labels[:30] + 1) % 6
+    fit = fit_scores(features, noisy, num_classes=6, text_features=centres, text_labels=np.arange(6))
+    sel = select(fit, SelectionConfig.from_preset("paper + neighbours"))
+    assert sel.enabled[-2:] == ("knn_agreement", "lemon")
+    paper = [fit.zs_clean_prob, fit.zs_consistency, fit.lr_clean_prob, fit.lr_consistency]
+    neighbour = 0.5 * (fit.knn_agreement + fit.lemon_clean_prob)
+    np.testing.assert_allclose(sel.label_score, (sum(paper) + neighbour) / 5)
+    only_knn = select(fit, dataclasses.replace(sel.config, use_lemon=False))
+    np.testing.assert_allclose(only_knn.label_score, (sum(paper) + fit.knn_agreement) / 5)
+
+
 def test_fit_round_trip_keeps_the_neighbour_evidence(tmp_path):
     features, labels, centres = clusters(200, seed=14)
     fit = fit_scores(features, labels, num_classes=6, text_features=centres, text_labels=np.arange(6))
