@@ -34,12 +34,16 @@ def undo():
         st.toast("Nothing to undo.")
 
 
-def seed_widgets(names, enabled, map_ids):
+def seed_widgets(names, enabled, map_ids, extra_views=()):
     """Put the remembered view (from the address bar or the last visit) into the filter widgets."""
     view = state.inspect_view()
+    offered = view["show"] in (*SHOW, *extra_views) or (map_ids and view["show"] == state.MAP_SELECTION_SHOW)
+    if not offered and "inspect_show" not in st.session_state and view["show"] in neighbours_view.VIEWS:
+        st.info(f"The “{view['show']}” view is not available here (it needs the neighbour evidence, "
+                "and some views a text tower or a train / test split); showing the flagged samples.",
+                icon=":material/info:")
     seeds = {
-        "inspect_show": view["show"] if view["show"] in SHOW or (map_ids and view["show"]
-                                                                 == state.MAP_SELECTION_SHOW) else SHOW[0],
+        "inspect_show": view["show"] if offered else SHOW[0],
         "inspect_given": [k for k in view["given"] if 0 <= k < len(names)],
         "inspect_suggested": [k for k in view["suggested"] if 0 <= k < len(names)],
         "inspect_flagged_by": [s for s in view["by"] if s in enabled],
@@ -60,7 +64,7 @@ def remember(chosen, page, size):
     state.remember_inspect_view({
         "show": chosen["show"], "given": list(chosen["given"]), "suggested": list(chosen["suggested"]),
         "by": list(chosen["flagged_by"]), "sort": "lowest first" if chosen["ascending"] else "highest first",
-        "page": page, "per_page": size})
+        "page": page, "per_page": size, **neighbours_view.view_params(chosen["show"])})
 
 
 def filters(names, enabled, map_ids, extra_views=()):
@@ -219,8 +223,10 @@ st.markdown(f"{int(flagged_by_scores.sum()):,} samples flagged by the scores{aft
             f"{int(reviewed_mask.sum()):,} reviewed")
 map_ids = state.map_selection()
 enabled_scores = list(result.selection.enabled)
-seed_widgets(names, enabled_scores, map_ids)
-chosen = filters(names, enabled_scores, map_ids, neighbours_view.views(prepared))
+neighbours_view.restore(state.inspect_view())
+extra_views = neighbours_view.views(prepared)
+seed_widgets(names, enabled_scores, map_ids, extra_views)
+chosen = filters(names, enabled_scores, map_ids, extra_views)
 neighbours_view.view_controls(chosen["show"])
 with state.user_errors(stop=True):
     ranked = neighbours_view.view_rows(prepared, result, chosen["show"])

@@ -89,6 +89,33 @@ def test_more_like_this_opens_the_nearest_samples_with_the_same_actions():
     assert len(decisions()) == before
 
 
+def test_a_neighbour_view_travels_in_the_address():
+    at = open_app(INSPECT)
+    first = card_ids(at)[0]
+    at.button(key=f"inspect_similar_{first}").click().run()
+    params = url(at)
+    assert params["show"] == neighbours_view.SIMILAR and params["like"] == str(first)
+    # a reload, or the link in another session, opens the same view without a note
+    other = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    other.session_state["tune_show_map"] = False
+    run_until_ready(other, query_params=params)
+    other.switch_page(INSPECT)
+    run_until_ready(other)
+    assert not any("ignored" in w.value for w in other.warning)
+    assert other.selectbox(key="inspect_show").value == neighbours_view.SIMILAR
+    assert card_ids(other)[0] == first
+    at.selectbox(key="inspect_show").set_value(neighbours_view.OUTLIERS).run()
+    assert url(at)["show"] == neighbours_view.OUTLIERS and "like" not in url(at)
+    # without neighbour evidence (k = 0) the view is not offered: a note, and the flagged samples
+    none = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    none.session_state["tune_show_map"] = False
+    run_until_ready(none, query_params={"show": neighbours_view.OUTLIERS, "k": "0"})
+    none.switch_page(INSPECT)
+    run_until_ready(none)
+    assert none.selectbox(key="inspect_show").value == state.INSPECT_SHOW[0]
+    assert any("outliers" in i.value and "not available" in i.value for i in none.info)
+
+
 def test_text_search_ranks_the_dataset_by_a_typed_description(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPCLEANER_DATA_ROOTS", str(tmp_path))
     model, weights = make_tiny_clip(tmp_path, name="tiny-search-clip")

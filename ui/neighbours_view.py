@@ -24,6 +24,9 @@ OUTLIERS = "outliers"
 SIMILAR = "more like this"
 TEXT = "text search"
 ACROSS = "duplicates across splits"
+#: the views Inspect offers when the fit has neighbour evidence (and, for some, more: see views())
+VIEWS = (CONFLICTS, DUPLICATES, OUTLIERS, ACROSS, SIMILAR, TEXT)
+MAX_QUERY_CHARS = 300
 SEARCH_RESULTS = 96
 """How many of the most similar samples a similarity search shows (four pages of 24)."""
 SIMILAR_KEY = "inspect_similar_to"
@@ -188,6 +191,24 @@ def views(prepared) -> tuple[str, ...]:
     return tuple(offered)
 
 
+def restore(view: dict) -> None:
+    """Take the sample "more like this" follows and the text query from a remembered view (the
+    address bar), unless this session already chose them."""
+    if view.get("like") is not None and st.session_state.get(SIMILAR_KEY) is None:
+        st.session_state[SIMILAR_KEY] = int(view["like"])
+    if view.get("q") and TEXT_KEY not in st.session_state:
+        st.session_state[TEXT_KEY] = view["q"]
+
+
+def view_params(show: str) -> dict:
+    """What the address needs beyond ``show`` to open the view ``show`` again."""
+    if show == SIMILAR and st.session_state.get(SIMILAR_KEY) is not None:
+        return {"like": int(st.session_state[SIMILAR_KEY])}
+    if show == TEXT and (st.session_state.get(TEXT_KEY) or "").strip():
+        return {"q": st.session_state[TEXT_KEY].strip()[:MAX_QUERY_CHARS]}
+    return {}
+
+
 def view_rows(prepared, result, show: str) -> np.ndarray | None:
     """Table rows of the view ``show`` in display order, or None when ``show`` is not one of them."""
     table = result.table
@@ -241,7 +262,7 @@ def _load_index(key: str, _prepared) -> neighbours.NeighbourIndex:
 def view_controls(show: str) -> None:
     """What a view needs above the grid: the text box, or which sample "more like this" follows."""
     if show == TEXT:
-        st.text_input("Describe the images to find", key=TEXT_KEY,
+        st.text_input("Describe the images to find", key=TEXT_KEY, max_chars=MAX_QUERY_CHARS,
                       placeholder="a blurry photo, a drawing of a dog, …",
                       help="Ranks the dataset by the similarity of each image to this text "
                            "(the encoder's text tower).")

@@ -132,7 +132,10 @@ INSPECT_SHOW = ("flagged", "flagged, not reviewed", "reviewed", "all samples")
 INSPECT_SORT = ("lowest first", "highest first")
 INSPECT_PAGE_SIZES = (12, 24, 48)
 INSPECT_DEFAULTS = {"show": INSPECT_SHOW[0], "given": [], "suggested": [], "by": [],
-                    "sort": INSPECT_SORT[0], "page": 1, "per_page": 24}
+                    "sort": INSPECT_SORT[0], "page": 1, "per_page": 24, "like": None, "q": ""}
+#: every view the address may name: the four filters and the neighbour views (a neighbour view
+#: the fit does not offer falls back to the first, with a note on the page)
+INSPECT_VIEWS = (*INSPECT_SHOW, *neighbours_view.VIEWS)
 INSPECT_VIEW = "inspect_view"
 
 #: query parameter -> what it holds. Only values that differ from the defaults are written.
@@ -152,10 +155,12 @@ URL_PARAMS = {
     "suggested": "Inspect: suggested classes (indices)", "by": "Inspect: flagged by (score names)",
     "sort": "Inspect: lowest / highest label score first", "page": "Inspect: page number",
     "per_page": "Inspect: samples per page",
+    "like": "Inspect 'more like this': the sample it ranks the dataset by",
+    "q": "Inspect 'text search': the description it ranks the dataset by",
     **neighbours_view.URL_PARAMS,
 }
 DATASET_FORMATS = ("imagefolder", "manifest", "cifar", "embeddings")
-INSPECT_PARAMS = ("show", "given", "suggested", "by", "sort", "page", "per_page")
+INSPECT_PARAMS = ("show", "given", "suggested", "by", "sort", "page", "per_page", "like", "q")
 
 
 def settings_params(settings: ActiveSettings) -> dict[str, str]:
@@ -196,6 +201,8 @@ def inspect_params(view: dict) -> dict[str, str]:
     params = {}
     for name in INSPECT_PARAMS:
         value = view.get(name, INSPECT_DEFAULTS[name])
+        if name == "show" and value == MAP_SELECTION_SHOW:
+            continue  # the map's selection lives in this session only; an address cannot hold it
         if value != INSPECT_DEFAULTS[name]:
             params[name] = ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
     return params
@@ -371,10 +378,17 @@ def _selection_from_params(settings, params, ignore) -> ActiveSettings:
 def _inspect_from_params(params, ignore) -> dict:
     view = dict(INSPECT_DEFAULTS)
     if "show" in params:
-        if params["show"] in INSPECT_SHOW:
+        if params["show"] in INSPECT_VIEWS:
             view["show"] = params["show"]
         else:
-            ignore("show", f"not one of {', '.join(INSPECT_SHOW)}")
+            ignore("show", f"not one of {', '.join(INSPECT_VIEWS)}")
+    if "like" in params:
+        if params["like"].isdigit():
+            view["like"] = int(params["like"])
+        else:
+            ignore("like", "a sample number is a whole number from 0")
+    if "q" in params:
+        view["q"] = params["q"].strip()[:neighbours_view.MAX_QUERY_CHARS]
     for name in ("given", "suggested"):
         if name in params:
             values = [v.strip() for v in params[name].split(",") if v.strip()]
