@@ -163,11 +163,26 @@ def card_text(row, names, flagged_by):
         lines.append(" · ".join(scores))
     if flagged_by:
         lines.append("flagged by " + ", ".join(SCORE_NAMES.get(s, s) for s in flagged_by))
+    lines.extend(issue_lines(row))
     decision = row.review_decision if isinstance(row.review_decision, str) else None
     if decision:
         final = names[int(row.final_label)] if decision == "relabel" else ""
         lines.append(f"{DECISION_BADGES.get(decision, decision)} {final}")
     return "  \n".join(lines)
+
+
+def issue_lines(row):
+    """The card's lines for the issue types beyond label noise (none without neighbour evidence)."""
+    lines = []
+    group = getattr(row, "duplicate_group", -1)
+    if group is not None and group == group and int(group) >= 0:
+        conflict = " · :orange[labels differ]" if getattr(row, "is_conflicting_duplicate", False) else ""
+        lines.append(f"near-duplicate group {int(group)}{conflict}")
+    if getattr(row, "is_outlier", False):
+        lines.append(f":orange[outlier] · distance {float(row.outlier_score):.2f}")
+    if getattr(row, "duplicate_across_splits", False):
+        lines.append(f":orange[also in the other split] (#{int(row.cross_split_match)} there)")
+    return lines
 
 
 def card(dataset, row, names, flagged_by, similar=False):

@@ -71,6 +71,13 @@ def test_outlier_and_duplicate_views_list_what_the_table_flags():
     outliers = table[table["is_outlier"]].sort_values("outlier_score", ascending=False)
     at.selectbox(key="inspect_show").set_value(neighbours_view.OUTLIERS).run()
     assert card_ids(at)[0] == int(outliers["index"].iloc[0])  # farthest first
+    cards = [m.value for m in at.markdown if m.value.startswith("**#")]
+    assert all("outlier" in text for text in cards)  # each card says why it is in the view
+    at.selectbox(key="inspect_show").set_value(neighbours_view.CONFLICTS).run()
+    first = int(card_ids(at)[0])
+    group = int(table.loc[table["index"] == first, "duplicate_group"].iloc[0])
+    text = next(m.value for m in at.markdown if m.value.startswith(f"**#{first}**"))
+    assert f"near-duplicate group {group} · :orange[labels differ]" in text
 
 
 def test_more_like_this_opens_the_nearest_samples_with_the_same_actions():
