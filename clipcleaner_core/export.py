@@ -246,7 +246,7 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         if kind == "csv":
             table = pd.read_csv(path, dtype={c: str for c in STR_COLUMNS}, keep_default_na=False,
                                 na_values={c: ["", "nan", "NaN"] for c in FLOAT_COLUMNS},
-                                float_precision="round_trip")
+                                **_ROUND_TRIP)
         elif kind == "parquet":
             table = pd.read_parquet(path)
         else:
@@ -254,6 +254,10 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     except (ValueError, OSError) as exc:
         raise DataError(f"cannot read score table {path}: {str(exc).splitlines()[0]}") from None
     return _coerce(table, path)
+
+
+#: pandas 3 reads floats back exactly by default and deprecates asking for it; pandas 2 must be asked
+_ROUND_TRIP = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
 
 
 def table_digest(table: pd.DataFrame) -> str:
