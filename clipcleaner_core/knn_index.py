@@ -131,7 +131,9 @@ class NeighbourIndex:
         if k == 0:  # a single sample has no neighbours
             return KnnGraph(np.empty((n, 0), np.int32), np.empty((n, 0), np.float32), self.method_)
         path = None if self.folder is None else self.folder / f"graph-k{k}.npz"
-        meta = {**self._meta(), "graph_version": GRAPH_VERSION}
+        meta = self._meta()
+        if self.method_ == "approximate":  # the exact graph did not change
+            meta["graph_version"] = GRAPH_VERSION
         if path is not None and _cached(path, meta):
             with np.load(path, allow_pickle=False) as data:
                 return KnnGraph(data["indices"], data["similarities"], self.method_)
@@ -333,7 +335,7 @@ def _ivf_self_join(index, features, k, exact_rows, progress, cancel):
     n, dim = features.shape
     n_lists = index.nlist
     n_probe = _n_probe(n_lists)
-    probes = np.empty((n, n_probe), dtype=np.int32)
+    probes = np.empty((n, n_probe), dtype=np.int32)  # each sample's nearest lists, nearest first
     for lo in range(0, n, SEARCH_CHUNK):
         hi = min(n, lo + SEARCH_CHUNK)
         probes[lo:hi] = index.quantizer.search(
@@ -341,7 +343,7 @@ def _ivf_self_join(index, features, k, exact_rows, progress, cancel):
     best_ids = np.full((n, k), -1, dtype=np.int64)
     best_sims = np.full((n, k), -np.inf, dtype=np.float32)
     kth = np.full(n, -np.inf, dtype=np.float32)  # each sample's k-th best similarity so far
-    started, done, total = time.perf_counter(), 0, n * n_probe
+    started, done = time.perf_counter(), 0
     for ranks in (slice(0, 1), slice(1, n_probe)):  # the nearest list first, then the others
         part = probes[:, ranks]
         width = part.shape[1]
@@ -351,19 +353,26 @@ def _ivf_self_join(index, features, k, exact_rows, progress, cancel):
         for lst in range(n_lists):
             if cancel is not None and cancel():
                 raise Cancelled("neighbour search cancelled")
-            queries = order[bounds[lst]:bounds[lst + 1]] // width  # ascending sample numbers
+            probing = order[bounds[lst]:bounds[lst + 1]] // width  # ascending sample numbers
             members, codes = get_invlist(index.invlists, lst)
-            if queries.size == 0 or members.size == 0:
+            done += probing.size
+            if probing.size == 0 or members.size == 0:
                 continue
-            sims = np.asarray(features[queries], dtype=np.float32) @ codes.view(np.float32).reshape(-1, dim).T
-            at = np.minimum(np.searchsorted(members, queries), members.size - 1)
-            own = np.flatnonzero(members[at] == queries)  # a sample is not its own neighbour
-            sims[own, at[own]] = -np.inf
-            better = np.flatnonzero(sims.max(axis=1) > kth[queries])
-            if better.size:
-                _merge_top(best_ids, best_sims, kth, queries[better], sims[better], members, k)
-            done += queries.size
-            _report(progress, "neighbours", done, total, started)
+            codes = codes.view(np.float32).reshape(-1, dim)
+            sorter = np.argsort(members)
+            rows = max(1, BLOCK_BYTES // (4 * members.size))  # a list probed by many: in blocks
+            for lo in range(0, probing.size, rows):
+                queries = probing[lo:lo + rows]
+                sims = np.asarray(features[queries], dtype=np.float32) @ codes.T
+                at = sorter[np.minimum(np.searchsorted(members, queries, sorter=sorter),
+                                       members.size - 1)]
+                own = np.flatnonzero(members[at] == queries)  # a sample is not its own neighbour
+                sims[own, at[own]] = -np.inf
+                better = np.flatnonzero(sims.max(axis=1) > kth[queries])
+                if better.size:
+                    _merge_top(best_ids, best_sims, kth, queries[better], sims[better], members, k)
+            _report(progress, "neighbours", done // n_probe, n, started)
+    _report(progress, "neighbours", n, n, started)
     short = np.flatnonzero(~np.isfinite(best_sims).all(axis=1))
     if short.size:  # fewer than k candidates in the probed lists: search these rows exactly
         found, sims = exact_rows(short, np.asarray(features[short], dtype=np.float32), k + 1)

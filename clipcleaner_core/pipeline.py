@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from clipcleaner_core import atomic, neighbours
+from clipcleaner_core import atomic, knn_index, neighbours
 from clipcleaner_core.data.dataset import Dataset
 from clipcleaner_core.embed import EmbeddingSet, embed_dataset, embed_texts
 from clipcleaner_core.encoders import EncoderSpec
@@ -327,14 +327,17 @@ def _precomputed(dataset: Dataset, root: Path):
 
 
 def _fit_key(embedding_key, labels, valid, text_features, text_labels, scoring) -> str:
-    return atomic.hash_json({
+    key = {
         "embedding": embedding_key,
         "labels": atomic.hash_array(labels),
         "valid": atomic.hash_array(valid),
         "text": None if text_features is None else atomic.hash_array(text_features),
         "text_labels": None if text_labels is None else atomic.hash_array(np.asarray(text_labels)),
         "scoring": dataclasses.asdict(scoring),
-    })[:24]
+    }
+    if scoring.neighbours and int(np.count_nonzero(valid)) > knn_index.EXACT_MAX_ROWS:
+        key["graph_version"] = knn_index.GRAPH_VERSION  # a fit on an older approximate graph is redone
+    return atomic.hash_json(key)[:24]
 
 
 def _load_or_fit(root, fit_key, features, labels, num_classes, text_features, text_labels,

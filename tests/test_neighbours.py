@@ -66,7 +66,7 @@ def test_approximate_graph_recall_against_exact_search():
     assert recall(found, truth) >= 0.95
 
 
-def test_the_graph_searches_each_sample_as_a_query_would_on_clip_like_data():
+def test_the_graph_searches_each_sample_as_a_query_would_on_clip_like_data(monkeypatch):
     # anisotropic (a shared direction), many small classes, noisy: the lists nearest a sample
     # are often not the lists nearest its own list's centre; the graph must probe the former
     rng = np.random.default_rng(5)
@@ -82,6 +82,27 @@ def test_the_graph_searches_each_sample_as_a_query_would_on_clip_like_data():
     np.testing.assert_allclose(graph.similarities,
                                np.einsum("nd,nkd->nk", features, features[graph.indices]), atol=1e-5)
     assert (np.diff(graph.similarities, axis=1) <= 0).all()  # nearest first
+    from clipcleaner_core import knn_index
+
+    monkeypatch.setattr(knn_index, "BLOCK_BYTES", 4096)  # every list's samples in small blocks
+    blocked = neighbours.NeighbourIndex(features, method="approximate").graph(10)
+    # the same neighbours; a near-tie may swap where BLAS rounds a smaller product differently
+    np.testing.assert_allclose(blocked.similarities, graph.similarities, atol=1e-5)
+    assert (blocked.indices == graph.indices).mean() > 0.999
+
+
+def test_a_cached_fit_on_an_older_approximate_graph_is_not_reused(monkeypatch):
+    from clipcleaner_core import knn_index, pipeline
+
+    scoring = ScoringConfig(neighbours=10)
+    args = ("embedding", np.arange(300) % 6, np.ones(300, dtype=bool), None, None, scoring)
+    exact = pipeline._fit_key(*args)
+    monkeypatch.setattr(knn_index, "GRAPH_VERSION", knn_index.GRAPH_VERSION + 1)
+    assert pipeline._fit_key(*args) == exact  # exact graphs did not change: the fit is kept
+    monkeypatch.setattr(knn_index, "EXACT_MAX_ROWS", 100)  # these 300 rows now search approximately
+    newer = pipeline._fit_key(*args)
+    monkeypatch.setattr(knn_index, "GRAPH_VERSION", knn_index.GRAPH_VERSION - 1)
+    assert pipeline._fit_key(*args) != newer
 
 
 def test_auto_picks_exact_for_small_data_and_rejects_unknown_methods():
