@@ -256,8 +256,9 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     return _coerce(table, path)
 
 
-#: pandas 3 reads floats back exactly by default and deprecates asking for it; pandas 2 must be asked
-_ROUND_TRIP = {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+#: pandas 3.1 reads floats back exactly by default and deprecates asking for it; before, ask
+_ROUND_TRIP = ({} if tuple(int(v) for v in pd.__version__.split(".")[:2] if v.isdecimal()) >= (3, 1)
+               else {"float_precision": "round_trip"})
 
 
 def table_digest(table: pd.DataFrame) -> str:

@@ -75,9 +75,11 @@ False, "use_lemon": False}`` for the paper's datasets; ``"paper + neighbours"`` 
 neighbour scores on (the trusted kNN vote with ``theta_knn`` its threshold, and LEMoN where text
 features exist) and keeps a sample that passes at least half of the enabled scores
 (``combine="majority"``: with the neighbours in, an intersection loses more clean samples than
-noisy ones; see benchmarks/bench_neighbours.py). Its ``label_score`` is the weighted mean of the
-enabled scores: the paper's evidence about the sample plus its neighbours' evidence, the neighbour
-scores counting together as one (``selection.label_score_weights``)."""
+noisy ones; see benchmarks/bench_neighbours.py); each enabled score is one vote (counting the
+kNN vote and LEMoN as one vote lowered F1 on each of 6 draws of the synthetic case with text,
+0.9825-0.9873 against 0.9850-0.9918). Its ``label_score`` is the weighted mean of the enabled
+scores: the paper's evidence about the sample plus its neighbours' evidence, the neighbour scores
+counting together as one (``selection.label_score_weights``)."""
 
 TRAIN_PRESETS: dict[str, dict] = {name: {k: asdict(p)[k] for k in _TRAIN_KEYS} for name, p in PRESET_TABLE.items()}
 """MixFix schedule per preset: beta, theta_r, theta_r2, epochs, milestones, lr, batch, and the
