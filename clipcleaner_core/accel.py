@@ -47,7 +47,7 @@ def fit_device(device: str | None = "auto"):
         return None
     if not isinstance(device, str) or not (device == "auto" or device == "cuda"
                                            or (device.startswith("cuda:")
-                                               and device[5:].isdigit())):
+                                               and device[5:].isdecimal())):
         raise ConfigError(f"unknown fit device {device!r}; valid devices: "
                           f"{', '.join(DEVICE_CHOICES)}.")
     if device == "auto" and "torch" not in sys.modules and not _nvidia_driver_present():

@@ -57,7 +57,7 @@ def group_members(pgid: int) -> list[int] | None:
         return None
     members = []
     for entry in os.listdir(_PROC):
-        if not entry.isdigit():
+        if not entry.isdecimal():
             continue
         try:
             with open(f"{_PROC}/{entry}/stat", "rb") as handle:

@@ -39,9 +39,8 @@ def seed_widgets(names, enabled, map_ids, extra_views=()):
     view = state.inspect_view()
     offered = view["show"] in (*SHOW, *extra_views) or (map_ids and view["show"] == state.MAP_SELECTION_SHOW)
     if not offered and "inspect_show" not in st.session_state and view["show"] in neighbours_view.VIEWS:
-        st.info(f"The “{view['show']}” view is not available here (it needs the neighbour evidence, "
-                "and some views a text tower or a train / test split); showing the flagged samples.",
-                icon=":material/info:")
+        st.info(f"The “{view['show']}” view is not available here; showing the flagged samples. "
+                f"{neighbours_view.unavailable_reason(view['show'])}", icon=":material/info:")
     seeds = {
         "inspect_show": view["show"] if offered else SHOW[0],
         "inspect_given": [k for k in view["given"] if 0 <= k < len(names)],

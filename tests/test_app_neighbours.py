@@ -72,7 +72,7 @@ def test_outlier_and_duplicate_views_list_what_the_table_flags():
     at.selectbox(key="inspect_show").set_value(neighbours_view.OUTLIERS).run()
     assert card_ids(at)[0] == int(outliers["index"].iloc[0])  # farthest first
     cards = [m.value for m in at.markdown if m.value.startswith("**#")]
-    assert all("outlier" in text for text in cards)  # each card says why it is in the view
+    assert cards and all("outlier" in text for text in cards)  # each card says why it is in the view
     at.selectbox(key="inspect_show").set_value(neighbours_view.CONFLICTS).run()
     first = int(card_ids(at)[0])
     group = int(table.loc[table["index"] == first, "duplicate_group"].iloc[0])
@@ -109,10 +109,18 @@ def test_a_neighbour_view_travels_in_the_address():
     other.switch_page(INSPECT)
     run_until_ready(other)
     assert not any("ignored" in w.value for w in other.warning)
+    assert not any("not available" in i.value for i in other.info)
     assert other.selectbox(key="inspect_show").value == neighbours_view.SIMILAR
     assert card_ids(other)[0] == first
     at.selectbox(key="inspect_show").set_value(neighbours_view.OUTLIERS).run()
     assert url(at)["show"] == neighbours_view.OUTLIERS and "like" not in url(at)
+    # a sample the dataset does not have: said so, no cards
+    gone = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    gone.session_state["tune_show_map"] = False
+    run_until_ready(gone, query_params={**params, "like": "999999"})
+    gone.switch_page(INSPECT)
+    run_until_ready(gone)
+    assert not card_ids(gone) and any("no sample #999999" in w.value for w in gone.warning)
     # without neighbour evidence (k = 0) the view is not offered: a note, and the flagged samples
     none = AppTest.from_file(APP, default_timeout=TIMEOUT)
     none.session_state["tune_show_map"] = False
@@ -132,11 +140,21 @@ def test_text_search_ranks_the_dataset_by_a_typed_description(tmp_path, monkeypa
     assert neighbours_view.TEXT in at.selectbox(key="inspect_show").options
     at.selectbox(key="inspect_show").set_value(neighbours_view.TEXT).run()
     assert not card_ids(at)  # nothing typed yet
-    at.text_input(key=neighbours_view.TEXT_KEY).input("a photo of the digit seven").run()
+    text = "a photo of a 7 & a '#' sign, + 50% blur?"  # characters an address must escape
+    at.text_input(key=neighbours_view.TEXT_KEY).input(text).run()
     assert not at.exception, [e.value for e in at.exception]
     ids = card_ids(at)
     assert len(ids) == at.selectbox(key="inspect_page_size").value
     assert len(set(ids)) == len(ids) and np.all(np.asarray(ids) >= 0)
+    params = url(at)
+    assert params["show"] == neighbours_view.TEXT and params["q"] == text
+    other = AppTest.from_file(APP, default_timeout=TIMEOUT)  # the link, opened elsewhere
+    other.session_state["tune_show_map"] = False
+    run_until_ready(other, query_params=params)
+    other.switch_page(INSPECT)
+    run_until_ready(other)
+    assert other.text_input(key=neighbours_view.TEXT_KEY).value == text
+    assert card_ids(other) == ids
 
 
 def test_above_the_exact_limit_the_neighbour_evidence_is_computed_on_request(monkeypatch):

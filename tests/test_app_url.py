@@ -48,9 +48,10 @@ def test_a_preset_shows_custom_once_a_threshold_is_moved_by_hand():
 
 def test_bad_and_unknown_parameters_are_ignored_with_a_note():
     at = fresh({"gmm": "abc", "cons": "7", "colour": "red", "data": "/etc", "probe": "magic",
-                "page": "-2"})
+                "page": "-2", "like": "²", "per_page": "¹²"})  # digits that int() refuses
     notes = " ".join(w.value for w in at.warning)
-    for name in ("gmm=abc", "cons=7", "colour", "data=/etc", "probe=magic", "page=-2"):
+    for name in ("gmm=abc", "cons=7", "colour", "data=/etc", "probe=magic", "page=-2", "like=²",
+                 "per_page=¹²"):
         assert name in notes, (name, notes)
     assert at.session_state["clipcleaner_active"].dataset_spec == "demo"
     assert at.slider(key="tune_theta_gmm").value == pytest.approx(0.5)

@@ -92,7 +92,7 @@ def scoring_from_params(params: dict, ignore) -> dict:
     if "k" not in params:
         return {}
     value = params["k"].strip()
-    if value.isdigit() and int(value) <= MAX_K:
+    if value.isdecimal() and int(value) <= MAX_K:
         return {"neighbours": int(value)}
     ignore("k", f"k must be a whole number from 0 to {MAX_K}")
     return {}
@@ -191,6 +191,17 @@ def views(prepared) -> tuple[str, ...]:
     return tuple(offered)
 
 
+def unavailable_reason(show: str) -> str:
+    """Why the view ``show`` may be missing from :func:`views`, for a note."""
+    if show == SIMILAR:
+        return "It follows one sample: press “More like this” on a card."
+    if show == TEXT:
+        return "It needs an encoder with a text tower (a CLIP model), and the neighbour evidence."
+    if show == ACROSS:
+        return "It needs a dataset with a train / test split, and the neighbour evidence."
+    return "It needs the neighbour evidence: set k above 0 on the Tune page."
+
+
 def restore(view: dict) -> None:
     """Take the sample "more like this" follows and the text query from a remembered view (the
     address bar), unless this session already chose them."""
@@ -232,6 +243,8 @@ def view_rows(prepared, result, show: str) -> np.ndarray | None:
         target = st.session_state.get(SIMILAR_KEY)
         positions = np.flatnonzero(table["index"].to_numpy() == target)
         if not positions.size:
+            st.warning(f"There is no sample #{target} in this dataset (the address may be from "
+                       "another one); press “More like this” on a card to pick one.")
             return np.zeros(0, dtype=np.int64)
         return _ranked(prepared, np.asarray(prepared.features[positions[0]], dtype=np.float32))
     if show == TEXT:

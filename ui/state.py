@@ -383,7 +383,7 @@ def _inspect_from_params(params, ignore) -> dict:
         else:
             ignore("show", f"not one of {', '.join(INSPECT_VIEWS)}")
     if "like" in params:
-        if params["like"].isdigit():
+        if params["like"].isdecimal():
             view["like"] = int(params["like"])
         else:
             ignore("like", "a sample number is a whole number from 0")
@@ -392,7 +392,7 @@ def _inspect_from_params(params, ignore) -> dict:
     for name in ("given", "suggested"):
         if name in params:
             values = [v.strip() for v in params[name].split(",") if v.strip()]
-            if all(v.isdigit() for v in values):
+            if all(v.isdecimal() for v in values):
                 view[name] = [int(v) for v in values]
             else:
                 ignore(name, "give class numbers separated by commas, e.g. 0,3")
@@ -404,12 +404,12 @@ def _inspect_from_params(params, ignore) -> dict:
         else:
             ignore("sort", f"not one of {', '.join(INSPECT_SORT)}")
     if "page" in params:
-        if params["page"].isdigit() and int(params["page"]) >= 1:
+        if params["page"].isdecimal() and int(params["page"]) >= 1:
             view["page"] = int(params["page"])
         else:
             ignore("page", "a page number is a whole number from 1")
     if "per_page" in params:
-        if params["per_page"].isdigit() and int(params["per_page"]) in INSPECT_PAGE_SIZES:
+        if params["per_page"].isdecimal() and int(params["per_page"]) in INSPECT_PAGE_SIZES:
             view["per_page"] = int(params["per_page"])
         else:
             ignore("per_page", f"not one of {', '.join(map(str, INSPECT_PAGE_SIZES))}")

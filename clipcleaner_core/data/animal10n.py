@@ -30,7 +30,7 @@ def is_animal10n(root: str | os.PathLike) -> bool:
     with os.scandir(root / "training") as entries:
         for entry in entries:
             if entry.is_file() and is_image_file(entry.name) and not entry.name.startswith("."):
-                return entry.name.split("_", 1)[0].isdigit()
+                return entry.name.split("_", 1)[0].isdecimal()
     return False
 
 
@@ -54,7 +54,7 @@ def load_animal10n(root: str | os.PathLike, *, split: str = "train") -> Dataset:
     labels = np.empty(len(names), dtype=np.int64)
     for i, name in enumerate(names):
         prefix, sep, _ = name.partition("_")
-        if not sep or not prefix.isdigit() or int(prefix) >= len(ANIMAL10N_CLASSES):
+        if not sep or not prefix.isdecimal() or int(prefix) >= len(ANIMAL10N_CLASSES):
             raise DataError(f"ANIMAL-10N file {folder / name}: the name must start with its label "
                             f"0..9 and an underscore (<label>_<id>.jpg); rename or remove the file")
         labels[i] = int(prefix)

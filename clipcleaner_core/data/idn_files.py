@@ -49,7 +49,7 @@ def read_label_pair_csv(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray
                 if not row or all(not c.strip() for c in row):
                     continue
                 fields = [c.strip() for c in row]
-                if len(fields) != 2 or not all(f.isdigit() for f in fields):
+                if len(fields) != 2 or not all(f.isdecimal() for f in fields):
                     raise DataError(f"{path} line {line}: expected two class indices 'label,label_noisy', "
                                     f"got {','.join(row)!r}; {_FIX}")
                 clean.append(int(fields[0]))

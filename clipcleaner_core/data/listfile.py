@@ -60,7 +60,7 @@ def read_pairs(path: str | os.PathLike, *, num_classes: int | None = None,
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 2 or not fields[1].isdigit():
+        if len(fields) != 2 or not fields[1].isdecimal():
             raise DataError(f"{path} line {number}: expected '<image path> <label>', got {line.strip()!r}; "
                             f"fix or delete the line{fix}")
         label = int(fields[1])

@@ -388,7 +388,7 @@ def _label_ids(values, class_names, path: Path, what: str) -> np.ndarray:
         text = str(value).strip()
         if text in lookup:
             ids[row] = lookup[text]
-        elif text.lstrip("-").isdigit() and int(text) >= 0:
+        elif text.lstrip("-").isdecimal() and int(text) >= 0:
             ids[row] = int(text)
         else:
             raise DataError(f"noise file {path}: unknown {what} label {text!r} in row {row + 1}; "
