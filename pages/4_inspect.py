@@ -188,7 +188,10 @@ def card(dataset, row, names, flagged_by, similar=False):
     """One sample: image, labels, scores and its keep / drop / relabel actions."""
     index, suggested = int(row.index), int(row.suggested_label)
     pixels, reason = widgets.thumbnail(dataset, index, px=128)
-    if pixels is None:
+    if pixels is None and dataset.kind == "embeddings":  # features without their images: expected
+        st.caption(f":material/hide_image: no image at `{dataset.paths[index]}` (precomputed "
+                   "embeddings; a paths.txt in their folder naming the image files shows them here)")
+    elif pixels is None:
         st.warning(f"unreadable: {reason}")
     else:
         st.image(pixels, width="stretch")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app_helpers import metric, open_app
+from app_helpers import metric, open_app, run_until_ready
 
 PAGE = "pages/1_dataset.py"
 
@@ -160,6 +160,14 @@ def test_precomputed_embeddings_say_so_in_the_encoder_banner(tmp_path, monkeypat
     assert "precomputed embeddings" in banner and "pixel features" not in banner
     assert ("from its text_features.npy" in banner) == with_text
     assert ("add text_features.npy" in banner) == (not with_text)
+    at.switch_page("pages/4_inspect.py")  # Tune shows its own sliders, not the sidebar summary
+    run_until_ready(at)
+    sidebar = [m.value for m in at.sidebar.markdown]
+    assert "precomputed embeddings" in sidebar and "`pixels`" not in sidebar
+    summary = next(text for text in sidebar if "lr loss" in text)
+    assert ("zs loss" in summary) == with_text
+    assert not any("unreadable" in w.value for w in at.warning)  # no images: said, not warned
+    assert any("no image at `row/" in c.value for c in at.caption)
 
 
 def test_a_folder_that_is_not_embeddings_still_opens_the_dataset_page(tmp_path, monkeypatch):

@@ -719,17 +719,48 @@ def sidebar(*, show_selection: bool = True) -> None:
         noise = "" if settings.noise is None else f" + {settings.noise.mode}:{settings.noise.rate:g} noise"
         st.markdown(f"**{settings.dataset_label()}**{noise}")
         st.caption("Encoder")
-        pretrained = f" ({settings.encoder.pretrained})" if settings.encoder.pretrained else ""
-        st.markdown(f"`{settings.encoder.model}`{pretrained}")
+        if is_embeddings_dataset(settings):  # the features came from elsewhere, not the encoder
+            st.markdown("precomputed embeddings")
+        else:
+            pretrained = f" ({settings.encoder.pretrained})" if settings.encoder.pretrained else ""
+            st.markdown(f"`{settings.encoder.model}`{pretrained}")
         if show_selection:
             _selection_summary(settings)
         _running_jobs()
 
 
+def is_embeddings_dataset(settings: ActiveSettings) -> bool:
+    """Whether the active dataset is a precomputed-embeddings folder: asked of its path (a few
+    file checks), never by loading it, so a page can say so before anything is loaded."""
+    from clipcleaner_core.data import detect_format
+
+    if settings.dataset_format is not None:
+        return settings.dataset_format == "embeddings"
+    try:
+        return detect_format(settings.dataset_spec) == "embeddings"
+    except (CLIPCleanerError, OSError, ValueError):  # the Dataset page explains a bad path
+        return False
+
+
+def embeddings_have_text(root: Path) -> bool:
+    """Whether a precomputed-embeddings folder brings its prompts' features (zero-shot scores)."""
+    return (root / "text_features.npy").is_file() and (root / "text_labels.npy").is_file()
+
+
+def _has_text_tower(settings: ActiveSettings) -> bool:
+    if is_embeddings_dataset(settings):
+        try:
+            root = Path(dataset().root)
+        except (CLIPCleanerError, OSError, ValueError):
+            return False
+        return embeddings_have_text(root)
+    return settings.encoder.model != "pixels"
+
+
 def _selection_summary(settings: ActiveSettings) -> None:
     with st.sidebar:
         sel = settings.selection
-        zeroshot = settings.encoder.model != "pixels" and settings.scoring.zeroshot
+        zeroshot = settings.scoring.zeroshot and _has_text_tower(settings)
         probe = settings.scoring.probe != "off"
         enabled = [name for name, on in (("zs loss", zeroshot and sel.use_zs_loss),
                                          ("zs cons", zeroshot and sel.use_zs_consistency),

@@ -300,22 +300,6 @@ def _until_weights_checked() -> None:
     st.caption(":material/memory: Encoder: **pixel features** (looking for CLIP weights on this machine…)")
 
 
-def _is_embeddings_dataset() -> bool:
-    """Whether the active dataset, its format left to detection, is a precomputed-embeddings
-    folder: asked of its path (a few file checks), never by loading it here, before the page
-    draws anything (the first load of a large image folder takes a while)."""
-    from clipcleaner_core.data import detect_format
-    from ui import state
-
-    settings = state.active()
-    if settings.dataset_format is not None:
-        return settings.dataset_format == "embeddings"
-    try:
-        return detect_format(settings.dataset_spec) == "embeddings"
-    except (CLIPCleanerError, OSError, ValueError):  # the Dataset page explains a bad path
-        return False
-
-
 def _precomputed_banner() -> None:
     """The banner of a precomputed-embeddings dataset: its features came from elsewhere."""
     from ui import state
@@ -324,8 +308,7 @@ def _precomputed_banner() -> None:
         root = Path(state.dataset().root)
     except (CLIPCleanerError, OSError, ValueError):  # the page says what is wrong with the folder
         root = Path(state.active().dataset_spec)
-    with_text = (root / "text_features.npy").is_file() and (root / "text_labels.npy").is_file()
-    zero_shot = ("zero-shot scores from its text_features.npy" if with_text else
+    zero_shot = ("zero-shot scores from its text_features.npy" if state.embeddings_have_text(root) else
                  "zero-shot scores off: add text_features.npy and text_labels.npy (the prompts' "
                  "features from the same CLIP model) to that folder to turn them on")
     st.caption(f":material/memory: Encoder: **precomputed embeddings** in `{root}` ({zero_shot}).")
@@ -339,7 +322,7 @@ def encoder_banner() -> None:
     """
     from ui import background, state
 
-    if _is_embeddings_dataset():
+    if state.is_embeddings_dataset(state.active()):
         _precomputed_banner()
         return
     encoder = state.active().encoder
