@@ -79,9 +79,10 @@ class Prepared:
                           ) -> neighbours.SplitMatches:
         """Embed ``other`` (the dataset's other split; cached) and match every sample to its
         nearest sample there; the score tables of this fit then carry ``duplicate_across_splits``."""
+        _refuse_the_same_split(self.dataset, other)
         root = Path(self.embedding.folder).parent.parent  # <cache>/embeddings/<key>
-        matches = _match_other_split(self.dataset, self.features, other, self.encoder_spec, root,
-                                     progress, cancel, allow_download)
+        matches = _match_other_split(self.features, other, self.encoder_spec, root, progress,
+                                     cancel, allow_download)
         self._checked_split["matches"] = matches
         return matches
 
@@ -264,8 +265,8 @@ def prepare(
     _register_dataset(root, dataset)
     matches = None
     if other_split is not None:
-        matches = _match_other_split(dataset, features, other_split, encoder_spec, root, progress,
-                                     cancel, allow_download)
+        matches = _match_other_split(features, other_split, encoder_spec, root, progress, cancel,
+                                     allow_download)
     return Prepared(
         dataset=dataset, encoder_spec=encoder_spec, embedding=embedding, features=features,
         sample_index=sample_index, labels=labels, text_features=text_features,
@@ -286,10 +287,9 @@ def _refuse_the_same_split(dataset: Dataset, other: Dataset) -> None:
             "put the splits in train/ and test/ folders, or add a 'split' column to the manifest.")
 
 
-def _match_other_split(dataset, features, other, encoder_spec, root, progress, cancel,
-                       allow_download):
-    """Each sample's nearest sample in ``other`` (embedded with the same encoder, cached)."""
-    _refuse_the_same_split(dataset, other)
+def _match_other_split(features, other, encoder_spec, root, progress, cancel, allow_download):
+    """Each sample's nearest sample in ``other`` (embedded with the same encoder, cached); the
+    callers have refused an ``other`` that is the same split (:func:`_refuse_the_same_split`)."""
     if other.kind == "embeddings":
         embedding, _, _ = _precomputed(other, root)
     else:

@@ -2,6 +2,7 @@
 import io
 import json
 import os
+import types
 from pathlib import Path
 
 import numpy as np
@@ -95,37 +96,29 @@ def test_a_table_without_paths_is_checked_by_count_and_labels(tmp_path):
         align_table(table, dataset)
 
 
-def _cli(*argv, cwd):
+def _cli(capsys, *argv):
     """The command line's ``main`` run in this process (a process start per call cost ~6 s)."""
-    import contextlib
-    import io
-    import types
-
     from clipcleaner_core.cli import main
 
-    err, here = io.StringIO(), os.getcwd()
-    os.chdir(cwd)
-    try:
-        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-            code = main([str(a) for a in argv])
-    finally:
-        os.chdir(here)
-    return types.SimpleNamespace(returncode=code, stderr=err.getvalue())
+    code = main([str(a) for a in argv])
+    return types.SimpleNamespace(returncode=code, stderr=capsys.readouterr().err)
 
 
-def test_export_stops_when_the_dataset_changed_and_matches_by_path_on_request(tmp_path):
+def test_export_stops_when_the_dataset_changed_and_matches_by_path_on_request(tmp_path, monkeypatch,
+                                                                              capsys):
+    monkeypatch.chdir(tmp_path)
     root = _imagefolder(tmp_path / "data", per_class=4)
-    proc = _cli("run", "--data", root, "--model", "pixels", "--probe", "in-sample", "--out",
-                tmp_path / "scores.csv", cwd=tmp_path)
+    proc = _cli(capsys, "run", "--data", root, "--model", "pixels", "--probe", "in-sample", "--out",
+                tmp_path / "scores.csv")
     assert proc.returncode == 0, proc.stderr
     (root / "blue" / "blue00a.png").write_bytes(_png(COLOURS["red"], 7))  # one image added
-    proc = _cli("export", "--scores", tmp_path / "scores.csv", "--format", "imagefolder",
-                "--out", tmp_path / "clean", cwd=tmp_path)
+    proc = _cli(capsys, "export", "--scores", tmp_path / "scores.csv", "--format", "imagefolder",
+                "--out", tmp_path / "clean")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "'blue/blue00a.png'" in proc.stderr and "--match-by-path" in proc.stderr, proc.stderr
     assert not (tmp_path / "clean").exists()
-    proc = _cli("export", "--scores", tmp_path / "scores.csv", "--format", "imagefolder",
-                "--out", tmp_path / "clean", "--match-by-path", cwd=tmp_path)
+    proc = _cli(capsys, "export", "--scores", tmp_path / "scores.csv", "--format", "imagefolder",
+                "--out", tmp_path / "clean", "--match-by-path")
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(tmp_path / "scores.csv")
     for path, label, keep in zip(table["path"], table["final_label"], table["is_clean"]):

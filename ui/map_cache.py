@@ -1,8 +1,8 @@
 """The map of an embedding: a quick PCA layout at once, the UMAP map from a background thread.
 
 The first UMAP map of an embedding takes ~20 s for the demo (numba compilation + the fit) and a
-few minutes at 10^6 points. So :func:`map_coords` answers at once: with the cached UMAP map when there is one, else
-with the quick layout (the first two principal components, milliseconds) while the UMAP map is
+few minutes at 10^6 points. So :func:`map_coords` answers at once: with the cached UMAP map when
+there is one, else with the quick layout (the first two principal components, milliseconds) while the UMAP map is
 computed in a background thread shared by all sessions. The page says which one it shows, polls
 :func:`map_pending`, and redraws when the final map is ready; from then on every call returns the
 same cached coordinates. The final map is turned to match the quick layout's orientation, so the

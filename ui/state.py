@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -606,14 +605,13 @@ FIT_CAPTION = "Embedding the images and fitting the scores for these settings (c
 
 def _wait_in_place(task: background.BackgroundTask, seconds: float) -> None:
     """Wait up to ``seconds`` for ``task`` under a moving bar that is removed afterwards."""
+    from ui import widgets
+
     slot = st.empty()
     with slot.container():
         st.caption(FIT_CAPTION)
         bar = st.progress(task.progress.fraction, text=background.describe(task.progress))
-    deadline = time.monotonic() + seconds
-    while task.running and time.monotonic() < deadline:
-        task.wait(min(0.25, max(0.0, deadline - time.monotonic())))
-        bar.progress(task.progress.fraction, text=background.describe(task.progress))
+    widgets.wait_moving(task, bar, seconds)
     slot.empty()
 
 
@@ -747,13 +745,18 @@ def embeddings_have_text(root: Path) -> bool:
     return (root / "text_features.npy").is_file() and (root / "text_labels.npy").is_file()
 
 
+def embeddings_root() -> Path:
+    """The folder of the active precomputed-embeddings dataset (its spec when it does not load:
+    the Dataset page says what is wrong with it)."""
+    try:
+        return Path(dataset().root)
+    except (CLIPCleanerError, OSError, ValueError):
+        return Path(active().dataset_spec)
+
+
 def _has_text_tower(settings: ActiveSettings) -> bool:
     if is_embeddings_dataset(settings):
-        try:
-            root = Path(dataset().root)
-        except (CLIPCleanerError, OSError, ValueError):
-            return False
-        return embeddings_have_text(root)
+        return embeddings_have_text(embeddings_root())
     return settings.encoder.model != "pixels"
 
 

@@ -217,13 +217,7 @@ def task_progress(task, *, key: str, on_cancel_text: str = "Stopping at the next
         st.caption(on_cancel_text)
     elif st.button("Cancel", icon=":material/stop:", key=f"{key}_cancel"):
         task.cancel()
-    deadline = time.monotonic() + wait_s
-    while task.running and time.monotonic() < deadline:
-        task.wait(min(0.25, max(0.0, deadline - time.monotonic())))
-        # every update is also where Streamlit takes a waiting click (Cancel, another page): sent
-        # each 0.25 s, a click is answered at once instead of when the wait ends
-        progress = task.progress
-        bar.progress(progress.fraction, text=background.describe(progress))
+    wait_moving(task, bar, wait_s)
     if wait_s and not task.running:
         st.rerun(scope="app")
 
@@ -300,14 +294,25 @@ def _until_weights_checked() -> None:
     st.caption(":material/memory: Encoder: **pixel features** (looking for CLIP weights on this machine…)")
 
 
+def wait_moving(task, bar, seconds: float) -> None:
+    """Wait up to ``seconds`` for ``task``, redrawing the progress ``bar`` every 0.25 s.
+
+    Every redraw is also where Streamlit takes a waiting click (Cancel, another page): sent each
+    0.25 s, a click is answered at once instead of when the wait ends.
+    """
+    from ui import background
+
+    deadline = time.monotonic() + seconds
+    while task.running and time.monotonic() < deadline:
+        task.wait(min(0.25, max(0.0, deadline - time.monotonic())))
+        bar.progress(task.progress.fraction, text=background.describe(task.progress))
+
+
 def _precomputed_banner() -> None:
     """The banner of a precomputed-embeddings dataset: its features came from elsewhere."""
     from ui import state
 
-    try:
-        root = Path(state.dataset().root)
-    except (CLIPCleanerError, OSError, ValueError):  # the page says what is wrong with the folder
-        root = Path(state.active().dataset_spec)
+    root = state.embeddings_root()
     zero_shot = ("zero-shot scores from its text_features.npy" if state.embeddings_have_text(root) else
                  "zero-shot scores off: add text_features.npy and text_labels.npy (the prompts' "
                  "features from the same CLIP model) to that folder to turn them on")
